@@ -1,0 +1,67 @@
+using Verified.Vocabulary;
+
+namespace Verified.Model;
+
+/// <summary>Dirty bitmaps as graph state: names, granularity, enabled and persistent flags.</summary>
+public static class Bitmaps
+{
+    /// <summary>QEMU's default granularity for a node without a cluster size of its own.</summary>
+    public const long DefaultGranularity = 65536;
+
+    /// <summary>Smallest and largest granularity QEMU accepts.</summary>
+    public const long GranularityMin = 512, GranularityMax = 1L << 31;
+
+    /// <summary>Bitmap names are at most this long (BDRV_BITMAP_MAX_NAME_SIZE).</summary>
+    public const int NameLengthMax = 1023;
+
+    /// <summary>Applies one bitmap command or action.</summary>
+    public static Step Apply(Tx tx, BitmapCommand c)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        ArgumentNullException.ThrowIfNull(c);
+        var g = tx.Graph;
+        if (c.Op == BitmapOp.Add)
+        {
+            if (g.Find(c.Node) is not { } n) return new(tx, Results.Fail($"Cannot find device='{c.Node}' nor node-name='{c.Node}'"));
+            var gran = c.Granularity ?? DefaultGranularity;
+            if (gran < GranularityMin || gran > GranularityMax || (gran & (gran - 1)) != 0)
+                return new(tx, Results.Fail("Granularity must be power of 2 between 512 and 2147483648"));
+            if (c.Bitmap.Length > NameLengthMax) return new(tx, Results.Fail("Bitmap name is too long"));
+            if (n.Bitmaps.Any(b => b.Name == c.Bitmap)) return new(tx, Results.Fail($"Bitmap already exists: {c.Bitmap}"));
+            if (c.Persistent && n.Driver != "qcow2")
+                return new(tx, Results.Fail($"Cannot store dirty bitmaps in {n.Driver} format"));
+            // QEMU keeps a node's bitmaps newest first.
+            var bm = new Bitmap(c.Bitmap, gran, !c.Disabled, c.Persistent);
+            return new(tx.On(g.With(n with { Bitmaps = n.Bitmaps.Insert(0, bm) })), null);
+        }
+        var (node, idx, err) = Lookup(g, c.Node, c.Bitmap);
+        if (err is not null) return new(tx, err);
+        var bitmap = node!.Bitmaps[idx];
+        switch (c.Op)
+        {
+            case BitmapOp.Remove:
+                return new(tx.On(g.With(node with { Bitmaps = node.Bitmaps.RemoveAt(idx) })), null);
+            case BitmapOp.Enable:
+            case BitmapOp.Disable:
+                return new(tx.On(g.With(node with { Bitmaps = node.Bitmaps.SetItem(idx, bitmap with { Enabled = c.Op == BitmapOp.Enable }) })), null);
+            case BitmapOp.Clear:
+                return new(tx, null); // contents are not graph state
+            case BitmapOp.Merge:
+                foreach (var src in c.Sources ?? ValueList<BitmapRef>.Empty)
+                {
+                    var (_, _, e) = Lookup(g, src.Node ?? c.Node, src.Name);
+                    if (e is not null) return new(tx, e);
+                }
+                return new(tx, null);
+            default:
+                throw new ArgumentOutOfRangeException(nameof(c));
+        }
+    }
+
+    private static (Node? Node, int Index, QmpError? Error) Lookup(Graph g, string node, string name)
+    {
+        if (g.Find(node) is not { } n) return (null, -1, Results.Fail($"Node '{node}' not found"));
+        int i = n.Bitmaps.Items.FindIndex(b => b.Name == name);
+        return i < 0 ? (null, -1, Results.Fail($"Dirty bitmap '{name}' not found")) : (n, i, null);
+    }
+}

@@ -1,0 +1,165 @@
+using Verified.Vocabulary;
+
+namespace Verified.Model;
+
+/// <summary>Who holds a child edge: a node, or a non-node ("root") parent.</summary>
+public abstract record Parent;
+
+/// <summary>A node parent (QEMU's child_of_bds).</summary>
+public sealed record NodeParent(string Node) : Parent;
+
+/// <summary>A device's BlockBackend (child_root), by device id.</summary>
+public sealed record DeviceParent(string Id) : Parent;
+
+/// <summary>A block export's BlockBackend, by export id.</summary>
+public sealed record ExportParent(string Id) : Parent;
+
+/// <summary>A block job (child_job), by job id; never moved by node replacement.</summary>
+public sealed record JobParent(string Id) : Parent;
+
+/// <summary>A dirty bitmap on a node.</summary>
+public sealed record Bitmap(string Name, long Granularity, bool Enabled, bool Persistent);
+
+/// <summary>
+/// A block driver node. <paramref name="Seq"/> is its creation stamp (QEMU lists nodes oldest first);
+/// <paramref name="Options"/> are the scalar options it was opened with (children are edges).
+/// </summary>
+public sealed record Node(string Name, string Driver, bool ReadOnly, bool MonitorOwned, bool AutoNamed,
+    ValueMap<string> Options, ValueList<Bitmap> Bitmaps, long Seq)
+{
+    /// <summary>The parent this node was created inline under (QEMU's <c>inherits_from</c>); reopen cascades read-only to it.</summary>
+    public string? InheritsFrom { get; init; }
+
+    /// <summary>Writable in QEMU's sense (RDWR and not inactive; Verified has no inactive nodes).</summary>
+    public bool Writable => !ReadOnly;
+
+    /// <summary>The <c>force-share</c> option: every parent edge then shares everything.</summary>
+    public bool ForceShare => Options.GetOr("force-share", "false") == "true";
+
+    /// <summary>A string option's value, or null.</summary>
+    public string? Str(string key) => Options.TryGetValue(key, out var v) ? System.Text.Json.Nodes.JsonNode.Parse(v)!.GetValue<string>() : null;
+}
+
+/// <summary>
+/// A child edge (QEMU's BdrvChild). <paramref name="Id"/> orders a node parent's children (newest
+/// first); <paramref name="AttachSeq"/> orders a child's parents (newest first) and changes whenever
+/// the edge is moved to another child, as QEMU re-inserts it at the head of the new child's list.
+/// </summary>
+public sealed record Edge(long Id, Parent Parent, string Name, string Child, Role Role, Perm Perm, Perm Shared, long AttachSeq);
+
+/// <summary>A guest device: a root parent with its model's perms.</summary>
+public sealed record Device(string Id, string Model, bool ShareRw, bool ReadOnly, long Seq)
+{
+    /// <summary>Devices that are block devices (others are controllers).</summary>
+    public bool IsBlock => Model is "virtio-blk-pci" or "scsi-hd";
+
+    /// <summary>The BlockBackend's name in graphs and messages, as QEMU 7.2 gives it.</summary>
+    public string BackendName => Model == "virtio-blk-pci" ? $"/machine/peripheral/{Id}/virtio-backend" : Id;
+}
+
+/// <summary>A block export (NBD): a root parent.</summary>
+public sealed record Export(string Id, string ExportName, bool Writable, string? Description, ValueList<string> Bitmaps, long Seq);
+
+/// <summary>A block job: a root parent whose edges keep fixed perms.</summary>
+public sealed record Job(string Id, string Type, long Seq);
+
+/// <summary>A QOM object the block layer uses (throttle-group, iothread).</summary>
+public sealed record QomObject(string Id, string Type, ValueMap<string> Props);
+
+/// <summary>
+/// The whole block graph: immutable, compared by value. Every operation returns a new graph, so
+/// "restore the exact prior state" is keeping the old value.
+/// </summary>
+public sealed record Graph(
+    ValueMap<Node> Nodes,
+    ValueList<Edge> Edges,
+    ValueMap<Device> Devices,
+    ValueMap<Export> Exports,
+    ValueMap<Job> Jobs,
+    ValueMap<QomObject> Objects,
+    bool NbdServerRunning,
+    long NextSeq)
+{
+    /// <summary>The empty graph.</summary>
+    public static readonly Graph Empty = new(ValueMap<Node>.Empty, ValueList<Edge>.Empty, ValueMap<Device>.Empty,
+        ValueMap<Export>.Empty, ValueMap<Job>.Empty, ValueMap<QomObject>.Empty, false, 1);
+
+    /// <summary>The node named <paramref name="name"/>, or null.</summary>
+    public Node? Find(string name) => Nodes.TryGetValue(name, out var n) ? n : null;
+
+    /// <summary>Edges into <paramref name="child"/>, newest attachment first (QEMU's parent list order).</summary>
+    public IEnumerable<Edge> ParentsOf(string child) =>
+        Edges.Where(e => e.Child == child).OrderByDescending(e => e.AttachSeq);
+
+    /// <summary>Edges out of a parent, newest first (QEMU's children list order).</summary>
+    public IEnumerable<Edge> ChildrenOf(Parent parent) =>
+        Edges.Where(e => e.Parent == parent).OrderByDescending(e => e.Id);
+
+    /// <summary>Edges out of node <paramref name="node"/>, newest first.</summary>
+    public IEnumerable<Edge> ChildrenOf(string node) => ChildrenOf(new NodeParent(node));
+
+    /// <summary>The child edge named <paramref name="name"/> of node <paramref name="node"/>.</summary>
+    public Edge? ChildEdge(string node, string name) => ChildrenOf(node).FirstOrDefault(e => e.Name == name);
+
+    /// <summary>The root edge of a device or export, if attached.</summary>
+    public Edge? RootEdge(Parent root) => ChildrenOf(root).FirstOrDefault();
+
+    /// <summary>
+    /// QEMU's refcount, derived: one per edge into the node, one for the monitor's reference, one per
+    /// copy-on-read node whose <c>bottom</c> names it (cor holds a reference on its bottom).
+    /// </summary>
+    public int RefCount(string node) =>
+        Edges.Count(e => e.Child == node)
+        + (Nodes.TryGetValue(node, out var n) && n.MonitorOwned ? 1 : 0)
+        + Nodes.Values.Count(c => c.Driver == "copy-on-read" && c.Str("bottom") == node);
+
+    /// <summary>True if <paramref name="descendant"/> is <paramref name="node"/> or lies below it.</summary>
+    public bool Reaches(string node, string descendant)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var stack = new Stack<string>();
+        stack.Push(node);
+        while (stack.Count > 0)
+        {
+            var n = stack.Pop();
+            if (n == descendant) return true;
+            if (!seen.Add(n)) continue;
+            foreach (var e in ChildrenOf(n)) stack.Push(e.Child);
+        }
+        return false;
+    }
+
+    /// <summary>A copy with <paramref name="node"/> stored under its name.</summary>
+    public Graph With(Node node) => this with { Nodes = Nodes.SetItem(node.Name, node) };
+
+    /// <summary>A copy with <paramref name="old"/> replaced by <paramref name="updated"/> (same Id).</summary>
+    public Graph Replace(Edge old, Edge updated)
+    {
+        int i = Edges.Items.IndexOf(old);
+        if (i < 0) throw new InvalidOperationException($"edge {old.Id} not in graph");
+        return this with { Edges = Edges.SetItem(i, updated) };
+    }
+
+    /// <summary>A copy with a fresh sequence number taken.</summary>
+    public (Graph Graph, long Seq) TakeSeq() => (this with { NextSeq = NextSeq + 1 }, NextSeq);
+
+    /// <summary>How a parent is described in permission-conflict messages.</summary>
+    public string Describe(Parent p) => p switch
+    {
+        NodeParent np => $"node '{np.Node}'",
+        DeviceParent dp => $"block device '{Devices[dp.Id].BackendName}'",
+        ExportParent => "an unnamed block device",
+        JobParent jp => $"{Jobs[jp.Id].Type} job '{jp.Id}'",
+        _ => "another user",
+    };
+
+    /// <summary>The name a parent has in x-debug-query-block-graph.</summary>
+    public string GraphName(Parent p) => p switch
+    {
+        NodeParent np => np.Node,
+        DeviceParent dp => Devices[dp.Id].BackendName,
+        ExportParent ep => ep.Id,
+        JobParent jp => jp.Id,
+        _ => throw new ArgumentOutOfRangeException(nameof(p)),
+    };
+}

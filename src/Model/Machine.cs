@@ -1,0 +1,129 @@
+using System.Text.Json.Nodes;
+using Verified.Vocabulary;
+
+namespace Verified.Model;
+
+/// <summary>The model's whole state: the graph and the generated-name counter (which QEMU never rolls back).</summary>
+public sealed record ModelState(Graph Graph, long NameCounter)
+{
+    /// <summary>An empty block layer.</summary>
+    public static readonly ModelState Initial = new(Graph.Empty, 0);
+}
+
+/// <summary>A QMP reply: a return value or an error.</summary>
+public sealed record Reply(JsonNode? Return, QmpError? Error)
+{
+    /// <summary>The empty success <c>{"return": {}}</c>.</summary>
+    public static Reply Ok() => new(new JsonObject(), null);
+
+    /// <summary>True for a success.</summary>
+    public bool IsOk => Error is null;
+
+    /// <summary>The reply as QMP sends it.</summary>
+    public JsonObject ToJson() => Error is null
+        ? new JsonObject { ["return"] = Return?.DeepClone() ?? new JsonObject() }
+        : new JsonObject { ["error"] = new JsonObject { ["class"] = Error.ClassName, ["desc"] = Error.Desc } };
+
+    /// <inheritdoc/>
+    public override string ToString() => ToJson().ToJsonString();
+}
+
+/// <summary>
+/// The executable specification: applies one QMP command to a state and returns the next state and
+/// the reply. A failed command returns the state unchanged (except the name counter).
+/// </summary>
+public static class Machine
+{
+    /// <summary>Applies <paramref name="c"/> to <paramref name="s"/>.</summary>
+    public static (ModelState State, Reply Reply) Apply(ModelState s, Command c)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        ArgumentNullException.ThrowIfNull(c);
+        var g = s.Graph;
+        switch (c)
+        {
+            case Vocabulary.Transaction t:
+                return Finish(s, Transaction.Run(g, s.NameCounter, t.Actions));
+            case BlockdevAdd or BlockdevDel or BlockdevReplace:
+                return Finish(s, Transaction.Run(g, s.NameCounter, [c]));
+            case BlockdevSnapshot or BlockdevSnapshotSync or BitmapCommand:
+                return Finish(s, Transaction.Run(g, s.NameCounter, [c]));
+            case AbortAction:
+                return (s, new Reply(null, new QmpError(ErrorClass.CommandNotFound, "The command abort has not been found")));
+            case BlockdevReopen r:
+                return Graphs(s, Reopen.Run(g, r.Options, s.NameCounter));
+            case DeviceAdd d:
+                return Graphs(s, Devices.Add(g, d));
+            case DeviceDel d:
+                return Graphs(s, Devices.Del(g, d.Id));
+            case QomSet q:
+                return Graphs(s, Devices.SetDrive(g, q, s.NameCounter));
+            case QomGet q:
+                return QomGet(s, q);
+            case NbdServerStart:
+                return g.NbdServerRunning ? (s, Fail("NBD server already running")) : (s with { Graph = g with { NbdServerRunning = true } }, Reply.Ok());
+            case NbdServerStop:
+                return Graphs(s, Exports.StopServer(g));
+            case BlockExportAdd e:
+                return Graphs(s, Exports.Add(g, e));
+            case BlockExportDel e:
+                return Graphs(s, Exports.Del(g, e.Id));
+            case ObjectAdd o:
+                return Graphs(s, Objects.Add(g, o));
+            case ObjectDel o:
+                return Graphs(s, Objects.Del(g, o.Id));
+            case Query q:
+                return (s, new Reply(Queries.Answer(g, q.Command), null));
+            default:
+                return (s, new Reply(null, new QmpError(ErrorClass.CommandNotFound, $"The command {c.Name} has not been found")));
+        }
+    }
+
+    /// <summary>Parses and applies a QMP request object.</summary>
+    public static (ModelState State, Reply Reply) Apply(ModelState s, JsonObject request)
+    {
+        var (cmd, err) = CommandParser.ParseRequest(request);
+        return err is not null ? (s, new Reply(null, err)) : Apply(s, cmd!);
+    }
+
+    private static (ModelState, Reply) Finish(ModelState s, Transaction.Outcome o) =>
+        (new ModelState(o.Graph, o.NameCounter), o.Error is null ? Reply.Ok() : new Reply(null, o.Error));
+
+    private static (ModelState, Reply) Graphs(ModelState s, Result<Graph> r) =>
+        r.Ok ? (s with { Graph = r.Get() }, Reply.Ok()) : (s, new Reply(null, r.Error));
+
+    private static Reply Fail(string desc) => new(null, QmpError.Generic(desc));
+
+    private static (ModelState, Reply) QomGet(ModelState s, QomGet q)
+    {
+        if (Devices.Resolve(s.Graph, q.Path) is not { } dev || !q.Path.StartsWith('/'))
+            return (s, new Reply(null, new QmpError(ErrorClass.DeviceNotFound, $"Device '{q.Path}' not found")));
+        if (q.Property != "drive" || !dev.IsBlock) return (s, Fail($"Property '{q.Property}' not found"));
+        var edge = s.Graph.RootEdge(new DeviceParent(dev.Id));
+        return (s, new Reply(JsonValue.Create(edge?.Child ?? ""), null));
+    }
+}
+
+/// <summary>QOM objects the block layer uses.</summary>
+public static class Objects
+{
+    /// <summary>object-add.</summary>
+    public static Result<Graph> Add(Graph g, ObjectAdd o)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        ArgumentNullException.ThrowIfNull(o);
+        if (!Names.IsWellFormed(o.Id)) return Results.Fail($"Parameter 'id' expects an identifier");
+        if (g.Objects.ContainsKey(o.Id)) return Results.Fail($"attempt to add duplicate property '{o.Id}' to object (type 'container')");
+        return g with { Objects = g.Objects.SetItem(o.Id, new QomObject(o.Id, o.QomType, o.Props)) };
+    }
+
+    /// <summary>object-del: refused while a throttle node uses the group.</summary>
+    public static Result<Graph> Del(Graph g, string id)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        if (!g.Objects.ContainsKey(id)) return Results.Fail($"object '{id}' not found");
+        if (g.Nodes.Values.Any(n => n.Driver == "throttle" && n.Str("throttle-group") == id))
+            return Results.Fail($"object '{id}' is in use, can not be deleted");
+        return g with { Objects = g.Objects.Remove(id) };
+    }
+}

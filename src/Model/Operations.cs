@@ -1,0 +1,227 @@
+using Verified.Vocabulary;
+
+namespace Verified.Model;
+
+/// <summary>The outcome of opening a node tree: the transaction state, the root's name, or the error.</summary>
+public readonly record struct Opened(Tx Tx, string Name, QmpError? Error);
+
+/// <summary>
+/// Graph operations without permission update (the series' <c>*_noperm</c> / <c>*_tran</c> helpers): each
+/// changes the graph at once and records in the refresh list what must be rechecked; the caller refreshes.
+/// </summary>
+public static class Operations
+{
+    /// <summary>
+    /// Opens a node tree from blockdev options (<c>bdrv_open</c> with BDRV_O_NOPERM): a non-protocol
+    /// driver's <c>file</c> subtree first, then the node's name, then its other children in order.
+    /// </summary>
+    /// <remarks>On failure the returned <see cref="Opened.Tx"/> still carries the advanced name counter.</remarks>
+    public static Opened Open(Tx tx, BlockdevOptions o, bool? inheritedReadOnly, bool asBacking, string? inheritsFrom)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        ArgumentNullException.ThrowIfNull(o);
+        bool readOnly = o.ReadOnly ?? (asBacking || (inheritedReadOnly ?? false));
+        var opened = new List<(string Key, string Node)>();
+        var file = o.Child("file");
+        if (!Drivers.IsProtocol(o.Driver) && file is { Ref: not null })
+        {
+            var r = OpenChild(tx, file, readOnly, parentName: null);
+            if (r.Error is not null) return r;
+            tx = r.Tx;
+            opened.Add(("file", r.Name));
+        }
+
+        string name;
+        if (o.NodeName is null)
+        {
+            name = Names.Generated(tx.NameCounter);
+            tx = tx with { NameCounter = tx.NameCounter + 1 };
+        }
+        else
+        {
+            var err = CheckNewName(tx.Graph, o.NodeName);
+            if (err is not null) return new(tx, "", err);
+            name = o.NodeName;
+        }
+        var (g, seq) = tx.Graph.TakeSeq();
+        var node = new Node(name, o.Driver, readOnly, MonitorOwned: false, AutoNamed: o.NodeName is null, o.Scalars,
+            ValueList<Bitmap>.Empty, seq) { InheritsFrom = inheritsFrom };
+        tx = tx.On(g.With(node));
+        // The file subtree was opened before this node had a name; it inherits from this node all the same.
+        if (file?.Ref is BlockdevRefInline && opened.Count == 1)
+            tx = tx.On(tx.Graph.With(tx.Graph.Nodes[opened[0].Node] with { InheritsFrom = name }));
+
+        foreach (var c in o.Children)
+        {
+            if (c.Ref is null) continue; // backing: null
+            string child;
+            if (opened.FirstOrDefault(x => x.Key == c.Key) is { Node: not null } pre) child = pre.Node;
+            else
+            {
+                var r = OpenChild(tx, c, readOnly, name);
+                if (r.Error is not null) return r;
+                (tx, child) = (r.Tx, r.Name);
+            }
+            tx = tx.On(AttachChild(tx.Graph, name, c.Key, child, Drivers.ChildRole(o.Driver, c.Key, o.Scalars)));
+        }
+        var driverErr = DriverOpenCheck(tx.Graph, tx.Graph.Nodes[name]);
+        return new(tx, name, driverErr);
+    }
+
+    private static Opened OpenChild(Tx tx, ChildOption c, bool parentReadOnly, string? parentName)
+    {
+        switch (c.Ref)
+        {
+            case BlockdevRefName n:
+                return new(tx, n.Name, tx.Graph.Find(n.Name) is null
+                    ? Results.Fail($"Cannot find device='{n.Name}' nor node-name='{n.Name}'") : null);
+            case BlockdevRefInline i:
+                // Inline children inherit read-only; a backing file is read-only unless asked otherwise.
+                return Open(tx, i.Options, parentReadOnly, c.Key == "backing", parentName);
+            default:
+                throw new ArgumentException("null child reference", nameof(c));
+        }
+    }
+
+    /// <summary>QEMU's node-name checks in its order: well-formed, unique, short enough.</summary>
+    public static QmpError? CheckNewName(Graph g, string name)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        if (!Names.IsWellFormed(name)) return Results.Fail($"Invalid node-name: '{name}'");
+        if (g.Find(name) is not null) return Results.Fail($"Duplicate nodes with node-name='{name}'");
+        if (name.Length > Names.NodeNameLengthMax) return Results.Fail("Node name too long");
+        return null;
+    }
+
+    /// <summary>Checks a driver makes when it opens, after its children are attached.</summary>
+    private static QmpError? DriverOpenCheck(Graph g, Node n)
+    {
+        switch (n.Driver)
+        {
+            case "throttle":
+                var group = n.Str("throttle-group")!;
+                return g.Objects.TryGetValue(group, out var o) && o.Type == "throttle-group"
+                    ? null : Results.Fail($"Throttle group '{group}' does not exist");
+            case "copy-on-read" when n.Str("bottom") is { } bottom:
+                if (g.Find(bottom) is null) return Results.Fail($"Bottom node '{bottom}' not found");
+                // Verified refuses a bottom outside the chain (QEMU would hang looking for it).
+                var below = g.ChildEdge(n.Name, "file")?.Child;
+                return below is not null && g.Reaches(below, bottom) ? null
+                    : Results.Fail($"Bottom node '{bottom}' is not in the backing chain of '{n.Name}'");
+            default:
+                return null;
+        }
+    }
+
+    /// <summary>
+    /// Attaches a new child edge (<c>bdrv_attach_child_noperm</c>): its perms come from the parent's
+    /// current cumulative perms, unchecked; it goes to the head of both lists.
+    /// </summary>
+    public static Graph AttachChild(Graph g, string parent, string childName, string child, Role role)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        var (g2, seq) = g.TakeSeq();
+        var edge = new Edge(seq, new NodeParent(parent), childName, child, role, Perm.None, Perm.All, seq);
+        var (cp, cs) = Permissions.Cumulative(g2, parent);
+        var (p, s) = Drivers.ChildPerm(g2, g2.Nodes[parent], edge, cp, cs);
+        return g2 with { Edges = g2.Edges.Add(edge with { Perm = p, Shared = s }) };
+    }
+
+    /// <summary>
+    /// Moves an edge to <paramref name="newChild"/> (<c>bdrv_replace_child_tran</c>, the series' form): the
+    /// new child is queued for refresh, the edge goes to the head of its parent list, and the old child
+    /// is unreferenced transactionally.
+    /// </summary>
+    public static Tx ReplaceChild(Tx tx, Edge edge, string newChild)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        ArgumentNullException.ThrowIfNull(edge);
+        var old = edge.Child;
+        var (g, seq) = tx.Graph.TakeSeq();
+        tx = tx.On(g.Replace(edge, edge with { Child = newChild, AttachSeq = seq })).NeedsRefresh(newChild);
+        return UnrefTran(tx, old);
+    }
+
+    /// <summary>Removes a child edge and unreferences its child transactionally.</summary>
+    public static Tx RemoveChild(Tx tx, Edge edge)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        ArgumentNullException.ThrowIfNull(edge);
+        var g = tx.Graph with { Edges = ValueList<Edge>.From(tx.Graph.Edges.Where(e => e.Id != edge.Id)) };
+        return UnrefTran(tx.On(g), edge.Child);
+    }
+
+    /// <summary>
+    /// <c>bdrv_unref_tran</c> after a reference was dropped: a node still referenced is queued for refresh;
+    /// a node at zero whose driver closes independently detaches its children now; any other node at zero
+    /// keeps its children until commit deletes it.
+    /// </summary>
+    public static Tx UnrefTran(Tx tx, string node)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        var g = tx.Graph;
+        if (g.Find(node) is not { } n) return tx;
+        if (g.RefCount(node) > 0) return tx.NeedsRefresh(node);
+        if (!Drivers.ClosesIndependently(n.Driver)) return tx;
+        foreach (var e in g.ChildrenOf(node).ToList()) tx = RemoveChild(tx, e);
+        return tx;
+    }
+
+    /// <summary>
+    /// Attaches a root parent (device, export, job) with fixed perms and refreshes the child's subtree
+    /// (<c>bdrv_root_attach_child</c>).
+    /// </summary>
+    public static Result<Graph> AttachRoot(Graph g, Parent parent, string node, Perm perm, Perm shared)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        var (g2, seq) = g.TakeSeq();
+        g2 = g2 with { Edges = g2.Edges.Add(new Edge(seq, parent, "root", node, Role.Filtered | Role.Primary, perm, shared, seq)) };
+        return Refresh.Subtree(g2, node);
+    }
+
+    /// <summary>
+    /// Detaches every edge of a root parent; each old child's subtree is refreshed with errors ignored
+    /// (a loosening refresh), and children left unreferenced are deleted.
+    /// </summary>
+    public static Graph DetachRoot(Graph g, Parent parent)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        foreach (var e in g.ChildrenOf(parent).ToList()) g = DetachAndDelete(g, e);
+        return g;
+    }
+
+    /// <summary>Removes one edge outside a transaction (<c>bdrv_root_unref_child</c>).</summary>
+    private static Graph DetachAndDelete(Graph g, Edge e)
+    {
+        g = g with { Edges = ValueList<Edge>.From(g.Edges.Where(x => x.Id != e.Id)) };
+        var refreshed = Refresh.Subtree(g, e.Child);
+        if (refreshed.Ok) g = refreshed.Get();
+        return g.RefCount(e.Child) == 0 ? Delete(g, e.Child) : g;
+    }
+
+    /// <summary>Deletes an unreferenced node: its children are detached one by one (newest first).</summary>
+    public static Graph Delete(Graph g, string node)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        foreach (var e in g.ChildrenOf(node).ToList()) g = DetachAndDelete(g, e);
+        return g with { Nodes = g.Nodes.Remove(node) };
+    }
+
+    /// <summary>
+    /// Commit: reopen read-only what external snapshots asked for (errors ignored, as QEMU does), then
+    /// delete every node left without references.
+    /// </summary>
+    public static Graph Commit(Tx tx)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        var g = tx.Graph;
+        foreach (var n in tx.ReadOnlyAtCommit)
+        {
+            var r = Reopen.SetReadOnly(g, n);
+            if (r.Ok) g = r.Get();
+        }
+        while (g.Nodes.Values.OrderBy(n => n.Seq).FirstOrDefault(n => g.RefCount(n.Name) == 0) is { } dead)
+            g = Delete(g, dead.Name);
+        return g;
+    }
+}

@@ -1,0 +1,122 @@
+using Verified.Vocabulary;
+
+namespace Verified.Model;
+
+/// <summary>
+/// <c>blockdev-reopen</c>: every listed node is reopened with its new options at once; only read-only
+/// (and a few other generic options) and the <c>file</c> / <c>backing</c> children may change. Inline
+/// children that inherit read-only follow their parent. All changes first, one refresh, all or nothing.
+/// </summary>
+public static class Reopen
+{
+    /// <summary>Options a reopen may change; any other difference is refused.</summary>
+    private static readonly HashSet<string> Changeable = new(StringComparer.Ordinal) { "read-only", "auto-read-only", "detect-zeroes", "discard" };
+
+    /// <summary>Runs a blockdev-reopen on <paramref name="g"/>.</summary>
+    public static Result<Graph> Run(Graph g, IReadOnlyList<BlockdevOptions> list, long nameCounter)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        ArgumentNullException.ThrowIfNull(list);
+        var before = g;
+        var tx = Tx.Begin(g, nameCounter);
+        var newOptions = new List<(string Node, ValueMap<string> Options)>();
+        foreach (var o in list)
+        {
+            var name = o.NodeName ?? "";
+            if (tx.Graph.Find(name) is not { } node) return Results.Fail($"Cannot find device='' nor node-name='{name}'");
+            var err = CheckOptions(node, o);
+            if (err is not null) return err;
+            var r = ChangeChildren(tx, node, o);
+            if (!r.Ok) return r.Error!;
+            tx = SetReadOnlyFlags(r.Get(), name, o.ReadOnly ?? false);
+            newOptions.Add((name, o.Scalars));
+        }
+        var refreshed = Refresh.Nodes(tx.Graph, tx.RefreshList, n => before.Find(n)?.Writable ?? true);
+        if (!refreshed.Ok) return refreshed.Error!;
+        var done = Operations.Commit(tx.On(refreshed.Get()) with { ReadOnlyAtCommit = [] });
+        foreach (var (n, opts) in newOptions)
+        {
+            if (done.Find(n) is { } node) done = done.With(node with { Options = opts });
+        }
+        return done;
+    }
+
+    /// <summary>
+    /// Reopens one node read-only (with its inheriting children), as an external snapshot does with the
+    /// old top at commit. Fails, changing nothing, when a parent still needs to write.
+    /// </summary>
+    public static Result<Graph> SetReadOnly(Graph g, string node)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        if (g.Find(node) is not { ReadOnly: false }) return g;
+        var tx = SetReadOnlyFlags(Tx.Begin(g, 0), node, true);
+        return Refresh.Nodes(tx.Graph, tx.RefreshList, n => g.Find(n)?.Writable ?? true);
+    }
+
+    private static Tx SetReadOnlyFlags(Tx tx, string node, bool readOnly)
+    {
+        var n = tx.Graph.Nodes[node];
+        tx = tx.On(tx.Graph.With(n with { ReadOnly = readOnly })).NeedsRefresh(node);
+        foreach (var e in tx.Graph.ChildrenOf(node).ToList())
+        {
+            var c = tx.Graph.Nodes[e.Child];
+            if (c.InheritsFrom == node && !c.Options.ContainsKey("read-only") && (e.Role & Role.Cow) == 0)
+                tx = SetReadOnlyFlags(tx, c.Name, readOnly);
+        }
+        return tx;
+    }
+
+    private static QmpError? CheckOptions(Node node, BlockdevOptions o)
+    {
+        if (o.Driver != node.Driver) return Results.Fail("Cannot change the option 'driver'");
+        foreach (var key in node.Options.Keys.Union(o.Scalars.Keys).Order(StringComparer.Ordinal))
+        {
+            if (Changeable.Contains(key)) continue;
+            if (node.Options.GetOr(key, "") != o.Scalars.GetOr(key, "")) return Results.Fail($"Cannot change the option '{key}'");
+        }
+        return null;
+    }
+
+    private static Result<Tx> ChangeChildren(Tx tx, Node node, BlockdevOptions o)
+    {
+        var schema = BlockdevSchema.Get(node.Driver)!;
+        foreach (var field in schema.ChildFields)
+        {
+            var current = tx.Graph.ChildEdge(node.Name, field.Name);
+            var given = o.Child(field.Name);
+            if (given is null)
+            {
+                // A missing 'file' is refused by the schema already; a missing 'backing' must not hide one.
+                if (current is not null) return Results.Fail($"{field.Name} is missing for '{node.Name}'");
+                continue;
+            }
+            switch (given.Ref)
+            {
+                case null:
+                    if (current is not null) tx = Operations.RemoveChild(tx, current);
+                    break;
+                case BlockdevRefName n:
+                    var r = SetChild(tx, node, field.Name, current, n.Name);
+                    if (!r.Ok) return r;
+                    tx = r.Get();
+                    break;
+                default:
+                    return Results.Fail($"Cannot change the option '{field.Name}'");
+            }
+        }
+        return tx;
+    }
+
+    private static Result<Tx> SetChild(Tx tx, Node node, string childName, Edge? current, string target)
+    {
+        if (tx.Graph.Find(target) is null) return Results.Fail($"Cannot find device='' nor node-name='{target}'");
+        if (tx.Graph.Reaches(target, node.Name))
+            return Results.Fail($"Making '{target}' a {childName} child of '{node.Name}' would create a cycle");
+        if (current?.Child == target) return tx;
+        if (current is not null) return Operations.ReplaceChild(tx, current, target);
+        if (Drivers.IsFilter(node.Driver))
+            return Results.Fail($"'{node.Name}' is a {node.Driver} filter node that does not support a {childName} child");
+        var g = Operations.AttachChild(tx.Graph, node.Name, childName, target, Drivers.ChildRole(node.Driver, childName, node.Options));
+        return tx.On(g).NeedsRefresh(target).NeedsRefresh(node.Name);
+    }
+}

@@ -1,0 +1,79 @@
+using Verified.Vocabulary;
+
+namespace Verified.Model;
+
+/// <summary>
+/// External snapshots (blockdev-snapshot, blockdev-snapshot-sync): the overlay takes the old top as its
+/// backing and every parent of the old top moves to it (<c>bdrv_append</c>, refreshed at once); the old
+/// top is reopened read-only at commit.
+/// </summary>
+public static class Snapshots
+{
+    /// <summary>blockdev-snapshot: <paramref name="overlay"/> must be an unused, backing-less node.</summary>
+    public static Step External(Tx tx, string node, string overlay)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        var g = tx.Graph;
+        if (g.Find(node) is null) return new(tx, Lookup(node));
+        var busy = Blockers.Find(g, node);
+        if (busy is not null) return new(tx, busy);
+        if (g.Find(overlay) is null) return new(tx, Lookup(overlay));
+        return Append(tx, node, overlay);
+    }
+
+    /// <summary>blockdev-snapshot-sync: open a new qcow2 overlay on the named file and append it.</summary>
+    public static Step ExternalSync(Tx tx, BlockdevSnapshotSync s)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        ArgumentNullException.ThrowIfNull(s);
+        var target = s.NodeName ?? s.Device ?? "";
+        if (tx.Graph.Find(target) is not { } old) return new(tx, Results.Fail($"Cannot find device='{s.Device ?? ""}' nor node-name='{s.NodeName ?? ""}'"));
+        var busy = Blockers.Find(tx.Graph, target);
+        if (busy is not null) return new(tx, busy);
+        if (s.SnapshotNodeName is { } sn && tx.Graph.Find(sn) is not null) return new(tx, Results.Fail("New overlay node-name already in use"));
+        if (s.Format != "qcow2") return new(tx, Results.Fail($"Unknown driver '{s.Format}'"));
+        var fileOpts = new BlockdevOptions("file", null, ValueMap<string>.Empty.SetItem("filename", System.Text.Json.JsonSerializer.Serialize(s.SnapshotFile)), ValueList<ChildOption>.Empty);
+        var overlayOpts = new BlockdevOptions(s.Format, s.SnapshotNodeName, ValueMap<string>.Empty,
+            ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(fileOpts))]));
+        var opened = Operations.Open(tx, overlayOpts, old.ReadOnly, false, null);
+        if (opened.Error is not null) return new(opened.Tx, opened.Error);
+        return Append(opened.Tx, target, opened.Name);
+    }
+
+    private static QmpError Lookup(string name) => Results.Fail($"Cannot find device='{name}' nor node-name='{name}'");
+
+    private static Step Append(Tx tx, string top, string overlay)
+    {
+        var g = tx.Graph;
+        if (g.ParentsOf(overlay).Any(e => e.Parent is DeviceParent or ExportParent)) return new(tx, Results.Fail("The overlay is already in use"));
+        var busy = Blockers.Find(g, overlay);
+        if (busy is not null) return new(tx, busy);
+        if (g.ChildEdge(overlay, "backing") is not null) return new(tx, Results.Fail("The overlay already has a backing image"));
+        var ov = g.Nodes[overlay];
+        if (!Drivers.SupportsBacking(ov.Driver)) return new(tx, Results.Fail("The overlay does not support backing images"));
+        if (g.Reaches(top, overlay)) return new(tx, Results.Fail($"Making '{top}' a backing child of '{overlay}' would create a cycle"));
+
+        var inner = tx.On(Operations.AttachChild(g, overlay, "backing", top, Drivers.IsFilter(ov.Driver) ? Role.Filtered | Role.Primary : Role.Cow));
+        inner = ReplaceNode(inner, top, overlay);
+        var refreshed = Refresh.Subtree(inner.Graph, overlay);
+        if (!refreshed.Ok) return new(tx with { NameCounter = inner.NameCounter }, refreshed.Error);
+        var done = inner.On(refreshed.Get()) with { RefreshList = tx.RefreshList, ReadOnlyAtCommit = tx.ReadOnlyAtCommit.Add(top) };
+        return new(done, null);
+    }
+
+    /// <summary>
+    /// <c>bdrv_replace_node_noperm</c>: every parent edge of <paramref name="from"/> moves to <paramref name="to"/>,
+    /// except job edges (they stay at their node) and edges whose parent lies inside <paramref name="to"/>'s subtree.
+    /// </summary>
+    public static Tx ReplaceNode(Tx tx, string from, string to)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        foreach (var e in tx.Graph.ParentsOf(from).ToList())
+        {
+            if (e.Parent is JobParent) continue;
+            if (e.Parent is NodeParent np && tx.Graph.Reaches(to, np.Node)) continue;
+            tx = Operations.ReplaceChild(tx, tx.Graph.Edges.First(x => x.Id == e.Id), to);
+        }
+        return tx;
+    }
+}

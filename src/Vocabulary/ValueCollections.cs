@@ -1,0 +1,131 @@
+using System.Collections;
+using System.Collections.Immutable;
+
+namespace Verified.Vocabulary;
+
+/// <summary>
+/// An immutable list with structural equality, so records holding it compare by value
+/// (an <see cref="ImmutableList{T}"/> compares by reference). Equality costs O(n).
+/// </summary>
+public sealed class ValueList<T> : IReadOnlyList<T>, IEquatable<ValueList<T>>
+{
+    /// <summary>The empty list.</summary>
+    public static readonly ValueList<T> Empty = new(ImmutableList<T>.Empty);
+
+    private readonly ImmutableList<T> items;
+
+    /// <summary>Wraps an immutable list.</summary>
+    public ValueList(ImmutableList<T> items) => this.items = items ?? throw new ArgumentNullException(nameof(items));
+
+    /// <summary>Builds a list from a sequence.</summary>
+    public static ValueList<T> From(IEnumerable<T> items) => new(ImmutableList.CreateRange(items));
+
+    /// <summary>The underlying immutable list.</summary>
+    public ImmutableList<T> Items => items;
+
+    /// <inheritdoc/>
+    public T this[int index] => items[index];
+
+    /// <inheritdoc/>
+    public int Count => items.Count;
+
+    /// <summary>A copy with <paramref name="item"/> appended.</summary>
+    public ValueList<T> Add(T item) => new(items.Add(item));
+
+    /// <summary>A copy with <paramref name="item"/> inserted at <paramref name="index"/>.</summary>
+    public ValueList<T> Insert(int index, T item) => new(items.Insert(index, item));
+
+    /// <summary>A copy without the element at <paramref name="index"/>.</summary>
+    public ValueList<T> RemoveAt(int index) => new(items.RemoveAt(index));
+
+    /// <summary>A copy with element <paramref name="index"/> replaced.</summary>
+    public ValueList<T> SetItem(int index, T item) => new(items.SetItem(index, item));
+
+    /// <inheritdoc/>
+    public IEnumerator<T> GetEnumerator() => items.GetEnumerator();
+
+    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <inheritdoc/>
+    public bool Equals(ValueList<T>? other) => other is not null && (ReferenceEquals(items, other.items) || items.SequenceEqual(other.items));
+
+    /// <inheritdoc/>
+    public override bool Equals(object? obj) => Equals(obj as ValueList<T>);
+
+    /// <inheritdoc/>
+    public override int GetHashCode()
+    {
+        var h = new HashCode();
+        foreach (var x in items) h.Add(x);
+        return h.ToHashCode();
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => "[" + string.Join(", ", items) + "]";
+}
+
+/// <summary>
+/// An immutable, ordinally sorted map with structural equality (see <see cref="ValueList{T}"/> for why).
+/// </summary>
+public sealed class ValueMap<TValue> : IReadOnlyDictionary<string, TValue>, IEquatable<ValueMap<TValue>>
+{
+    /// <summary>The empty map.</summary>
+    public static readonly ValueMap<TValue> Empty = new(ImmutableSortedDictionary.Create<string, TValue>(StringComparer.Ordinal));
+
+    private readonly ImmutableSortedDictionary<string, TValue> map;
+
+    private ValueMap(ImmutableSortedDictionary<string, TValue> map) => this.map = map;
+
+    /// <summary>The underlying dictionary.</summary>
+    public ImmutableSortedDictionary<string, TValue> Items => map;
+
+    /// <inheritdoc/>
+    public TValue this[string key] => map[key];
+
+    /// <inheritdoc/>
+    public IEnumerable<string> Keys => map.Keys;
+
+    /// <inheritdoc/>
+    public IEnumerable<TValue> Values => map.Values;
+
+    /// <inheritdoc/>
+    public int Count => map.Count;
+
+    /// <summary>A copy with <paramref name="key"/> set.</summary>
+    public ValueMap<TValue> SetItem(string key, TValue value) => new(map.SetItem(key, value));
+
+    /// <summary>A copy without <paramref name="key"/>.</summary>
+    public ValueMap<TValue> Remove(string key) => new(map.Remove(key));
+
+    /// <inheritdoc/>
+    public bool ContainsKey(string key) => map.ContainsKey(key);
+
+    /// <inheritdoc/>
+    public bool TryGetValue(string key, out TValue value) => map.TryGetValue(key, out value!);
+
+    /// <summary>The value for <paramref name="key"/>, or <paramref name="fallback"/>.</summary>
+    public TValue GetOr(string key, TValue fallback) => map.TryGetValue(key, out var v) ? v : fallback;
+
+    /// <inheritdoc/>
+    public IEnumerator<KeyValuePair<string, TValue>> GetEnumerator() => map.GetEnumerator();
+
+    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <inheritdoc/>
+    public bool Equals(ValueMap<TValue>? other) =>
+        other is not null && (ReferenceEquals(map, other.map) || (map.Count == other.map.Count && map.SequenceEqual(other.map)));
+
+    /// <inheritdoc/>
+    public override bool Equals(object? obj) => Equals(obj as ValueMap<TValue>);
+
+    /// <inheritdoc/>
+    public override int GetHashCode()
+    {
+        var h = new HashCode();
+        foreach (var kv in map) { h.Add(kv.Key); h.Add(kv.Value); }
+        return h.ToHashCode();
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => "{" + string.Join(", ", map.Select(kv => $"{kv.Key}: {kv.Value}")) + "}";
+}
