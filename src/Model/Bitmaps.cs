@@ -26,10 +26,11 @@ public static class Bitmaps
             var gran = c.Granularity ?? DefaultGranularity;
             if (gran < GranularityMin || gran > GranularityMax || (gran & (gran - 1)) != 0)
                 return new(tx, Results.Fail("Granularity must be power of 2 between 512 and 2147483648"));
+            if (c.Bitmap.Length == 0) return new(tx, Results.Fail("Bitmap name cannot be empty"));
             if (c.Bitmap.Length > NameLengthMax) return new(tx, Results.Fail("Bitmap name is too long"));
             if (n.Bitmaps.Any(b => b.Name == c.Bitmap)) return new(tx, Results.Fail($"Bitmap already exists: {c.Bitmap}"));
             if (c.Persistent && n.Driver != "qcow2")
-                return new(tx, Results.Fail($"Cannot store dirty bitmaps in {n.Driver} format"));
+                return new(tx, Results.Fail($"Can't store persistent bitmaps to {n.Name}: Operation not supported"));
             // QEMU keeps a node's bitmaps newest first.
             var bm = new Bitmap(c.Bitmap, gran, !c.Disabled, c.Persistent);
             return new(tx.On(g.With(n with { Bitmaps = n.Bitmaps.Insert(0, bm) })), null);

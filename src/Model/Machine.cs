@@ -96,9 +96,9 @@ public static class Machine
 
     private static (ModelState, Reply) QomGet(ModelState s, QomGet q)
     {
-        if (Devices.Resolve(s.Graph, q.Path) is not { } dev || !q.Path.StartsWith('/'))
+        if (Devices.Resolve(s.Graph, q.Path) is not { } dev)
             return (s, new Reply(null, new QmpError(ErrorClass.DeviceNotFound, $"Device '{q.Path}' not found")));
-        if (q.Property != "drive" || !dev.IsBlock) return (s, Fail($"Property '{q.Property}' not found"));
+        if (q.Property != "drive" || !dev.IsBlock) return (s, Fail($"Property '{Devices.QomModel(dev, q.Path)}.{q.Property}' not found"));
         var edge = s.Graph.RootEdge(new DeviceParent(dev.Id));
         return (s, new Reply(JsonValue.Create(edge?.Child ?? ""), null));
     }

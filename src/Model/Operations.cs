@@ -103,14 +103,44 @@ public static class Operations
                 return g.Objects.TryGetValue(group, out var o) && o.Type == "throttle-group"
                     ? null : Results.Fail($"Throttle group '{group}' does not exist");
             case "copy-on-read" when n.Str("bottom") is { } bottom:
-                if (g.Find(bottom) is null) return Results.Fail($"Bottom node '{bottom}' not found");
-                // Verified refuses a bottom outside the chain (QEMU would hang looking for it).
-                var below = g.ChildEdge(n.Name, "file")?.Child;
-                return below is not null && g.Reaches(below, bottom) ? null
+                if (g.Find(bottom) is not { } b) return Results.Fail($"Bottom node '{bottom}' not found");
+                if (Drivers.IsFilter(b.Driver)) return Results.Fail($"Bottom node '{bottom}' is a filter");
+                // QEMU 7.2 spins forever freezing a chain that never reaches such a bottom; Verified refuses it.
+                return Chain(g, g.ChildEdge(n.Name, "file")?.Child).Contains(bottom) ? null
                     : Results.Fail($"Bottom node '{bottom}' is not in the backing chain of '{n.Name}'");
             default:
                 return null;
         }
+    }
+
+    /// <summary>The filter-or-COW chain from <paramref name="top"/> down (<c>bdrv_filter_or_cow_child</c> walk).</summary>
+    public static List<string> Chain(Graph g, string? top)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        var chain = new List<string>();
+        for (var n = top; n is not null && !chain.Contains(n);
+             n = g.ChildrenOf(n).FirstOrDefault(e => (e.Role & (Role.Filtered | Role.Cow)) != 0)?.Child)
+            chain.Add(n);
+        return chain;
+    }
+
+    /// <summary>
+    /// The frozen error for changing <paramref name="e"/>: copy-on-read freezes the chain from itself down to
+    /// its <c>bottom</c> (<c>bdrv_freeze_backing_chain</c>); null if the edge is free.
+    /// </summary>
+    public static QmpError? Frozen(Graph g, Edge e)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        ArgumentNullException.ThrowIfNull(e);
+        if (e.Parent is not NodeParent np || (e.Role & (Role.Filtered | Role.Cow)) == 0) return null;
+        foreach (var cor in g.Nodes.Values.Where(n => n.Driver == "copy-on-read" && n.Str("bottom") is not null))
+        {
+            var chain = Chain(g, cor.Name);
+            int i = chain.IndexOf(np.Node), b = chain.IndexOf(cor.Str("bottom")!);
+            if (i >= 0 && b > i && i + 1 < chain.Count && chain[i + 1] == e.Child)
+                return Results.Fail($"Cannot change frozen '{e.Name}' link from '{np.Node}' to '{e.Child}'");
+        }
+        return null;
     }
 
     /// <summary>

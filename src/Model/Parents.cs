@@ -14,6 +14,13 @@ public static class Devices
         return g.Devices.Values.FirstOrDefault(x => $"/machine/peripheral/{x.Id}" == idOrPath || x.BackendName == idOrPath);
     }
 
+    /// <summary>The QOM type an error names: the virtio backend's path is a virtio-blk-device.</summary>
+    public static string QomModel(Device d, string path)
+    {
+        ArgumentNullException.ThrowIfNull(d);
+        return path == d.BackendName && d.Model == "virtio-blk-pci" ? "virtio-blk-device" : d.Model;
+    }
+
     /// <summary>What a device needs and shares: read (and write unless read-only); writers only with share-rw; resize always shared.</summary>
     public static (Perm Perm, Perm Shared) Perms(Device d)
     {
@@ -35,7 +42,7 @@ public static class Devices
         if (block && c.Drive is null) return Results.Fail("drive property not set");
         Node? node = null;
         if (c.Drive is not null && (node = g.Find(c.Drive)) is null)
-            return Results.Fail($"Property '{c.Driver}.drive' can't find value '{c.Drive}'");
+            return Results.Fail($"Property '{(c.Driver == "virtio-blk-pci" ? "virtio-blk-device" : c.Driver)}.drive' can't find value '{c.Drive}'");
         var (g2, seq) = g.TakeSeq();
         // A device on a read-only node becomes read-only itself.
         var dev = new Device(c.Id, c.Driver, c.ShareRw, node is { ReadOnly: true }, seq);
@@ -59,8 +66,8 @@ public static class Devices
     {
         ArgumentNullException.ThrowIfNull(g);
         ArgumentNullException.ThrowIfNull(c);
-        if (Resolve(g, c.Path) is not { } dev || !c.Path.StartsWith('/')) return new QmpError(ErrorClass.DeviceNotFound, $"Device '{c.Path}' not found");
-        if (c.Property != "drive" || !dev.IsBlock) return Results.Fail($"Property '{c.Property}' not found");
+        if (Resolve(g, c.Path) is not { } dev) return new QmpError(ErrorClass.DeviceNotFound, $"Device '{c.Path}' not found");
+        if (c.Property != "drive" || !dev.IsBlock) return Results.Fail($"Property '{QomModel(dev, c.Path)}.{c.Property}' not found");
         var value = System.Text.Json.Nodes.JsonNode.Parse(c.ValueJson);
         if (value is not System.Text.Json.Nodes.JsonValue v || v.GetValueKind() != System.Text.Json.JsonValueKind.String)
             return Results.Fail($"Invalid parameter type for '{c.Property}', expected: string");

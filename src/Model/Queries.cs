@@ -13,9 +13,9 @@ public static class Queries
         return command switch
         {
             "x-debug-query-block-graph" => BlockGraph(g),
-            "query-named-block-nodes" => new JsonArray([.. g.Nodes.Values.OrderBy(n => n.Seq).Where(n => !n.AutoNamed)
+            "query-named-block-nodes" => new JsonArray([.. g.Nodes.Values.OrderBy(n => n.Seq)
                 .Select(n => (JsonNode)new JsonObject { ["node-name"] = n.Name, ["drv"] = n.Driver, ["ro"] = n.ReadOnly })]),
-            "query-block-exports" => new JsonArray([.. g.Exports.Values.OrderBy(e => e.Seq).Select(e => (JsonNode)new JsonObject
+            "query-block-exports" => new JsonArray([.. g.Exports.Values.OrderByDescending(e => e.Seq).Select(e => (JsonNode)new JsonObject
             {
                 ["type"] = "nbd", ["id"] = e.Id, ["node-name"] = g.RootEdge(new ExportParent(e.Id))?.Child ?? "", ["shutting-down"] = false,
             })]),

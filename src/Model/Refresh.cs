@@ -42,10 +42,9 @@ public static class Refresh
     public static Result<Graph> Nodes(Graph g, IEnumerable<string> list, Func<string, bool>? writableBefore = null)
     {
         ArgumentNullException.ThrowIfNull(g);
-        var start = g;
         foreach (var n in TopologicalOrder(g, list))
         {
-            var r = Node(g, start, n, writableBefore);
+            var r = Node(g, n, writableBefore);
             if (!r.Ok) return r;
             g = r.Get();
         }
@@ -55,7 +54,7 @@ public static class Refresh
     /// <summary>Refreshes only the subtree of <paramref name="node"/>.</summary>
     public static Result<Graph> Subtree(Graph g, string node) => Nodes(g, [node]);
 
-    private static Result<Graph> Node(Graph g, Graph start, string name, Func<string, bool>? writableBefore)
+    private static Result<Graph> Node(Graph g, string name, Func<string, bool>? writableBefore)
     {
         var conflict = Permissions.Conflict(g, name);
         if (conflict is not null) return conflict;
@@ -67,7 +66,7 @@ public static class Refresh
             bool wasWritable = writableBefore?.Invoke(name) ?? false;
             return Results.Fail(wasWritable ? $"Read-only block node '{name}' cannot support read-write users" : "Block node is read-only");
         }
-        var lockError = FileLocks.Check(g, start, node, perm, shared);
+        var lockError = FileLocks.Check(g, node, perm, shared);
         if (lockError is not null) return lockError;
 
         foreach (var e in g.ChildrenOf(name).ToList())
@@ -87,20 +86,15 @@ public static class FileLocks
 {
     /// <summary>
     /// The error <c>raw_check_lock_bytes</c> reports for <paramref name="node"/> taking (perm, shared),
-    /// tested against every other locking file node on the same filename; null if none. Skipped when
-    /// the node's perms only narrow (QEMU then only unlocks).
+    /// tested against every other locking file node on the same filename; null if none. QEMU skips the
+    /// test when perms only narrow; in a graph without lock conflicts (invariant I10) that skip changes
+    /// no outcome, so the model always tests.
     /// </summary>
-    public static QmpError? Check(Graph g, Graph start, Node node, Perm perm, Perm shared)
+    public static QmpError? Check(Graph g, Node node, Perm perm, Perm shared)
     {
         ArgumentNullException.ThrowIfNull(g);
-        ArgumentNullException.ThrowIfNull(start);
         ArgumentNullException.ThrowIfNull(node);
         if (node.Driver != "file" || node.Str("locking") == "off") return null;
-        if (start.Find(node.Name) is not null)
-        {
-            var (oldPerm, oldShared) = Permissions.Cumulative(start, node.Name);
-            if ((oldPerm | perm) == oldPerm && (oldShared & shared) == oldShared) return null;
-        }
         var filename = node.Str("filename");
         var others = g.Nodes.Values.Where(o => o.Name != node.Name && o.Driver == "file" && o.Str("locking") != "off"
             && o.Str("filename") == filename).Select(o => Permissions.Cumulative(g, o.Name)).ToList();

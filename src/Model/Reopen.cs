@@ -93,7 +93,9 @@ public static class Reopen
             switch (given.Ref)
             {
                 case null:
-                    if (current is not null) tx = Operations.RemoveChild(tx, current);
+                    if (current is null) break;
+                    if (Operations.Frozen(tx.Graph, current) is { } frozen) return frozen;
+                    tx = Operations.RemoveChild(tx, current);
                     break;
                 case BlockdevRefName n:
                     var r = SetChild(tx, node, field.Name, current, n.Name);
@@ -113,7 +115,8 @@ public static class Reopen
         if (tx.Graph.Reaches(target, node.Name))
             return Results.Fail($"Making '{target}' a {childName} child of '{node.Name}' would create a cycle");
         if (current?.Child == target) return tx;
-        if (current is not null) return Operations.ReplaceChild(tx, current, target);
+        if (current is not null)
+            return Operations.Frozen(tx.Graph, current) is { } frozen ? frozen : Operations.ReplaceChild(tx, current, target);
         if (Drivers.IsFilter(node.Driver))
             return Results.Fail($"'{node.Name}' is a {node.Driver} filter node that does not support a {childName} child");
         var g = Operations.AttachChild(tx.Graph, node.Name, childName, target, Drivers.ChildRole(node.Driver, childName, node.Options));

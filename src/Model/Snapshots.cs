@@ -30,7 +30,12 @@ public static class Snapshots
         if (tx.Graph.Find(target) is not { } old) return new(tx, Results.Fail($"Cannot find device='{s.Device ?? ""}' nor node-name='{s.NodeName ?? ""}'"));
         var busy = Blockers.Find(tx.Graph, target);
         if (busy is not null) return new(tx, busy);
-        if (s.SnapshotNodeName is { } sn && tx.Graph.Find(sn) is not null) return new(tx, Results.Fail("New overlay node-name already in use"));
+        if (s.NodeName is not null && s.SnapshotNodeName is null) return new(tx, Results.Fail("New overlay node-name missing"));
+        if (s.SnapshotNodeName is { } sn)
+        {
+            if (tx.Graph.Find(sn) is not null) return new(tx, Results.Fail("New overlay node-name already in use"));
+            if (!Names.IsWellFormed(sn)) return new(tx, Results.Fail($"Invalid node-name: '{sn}'"));
+        }
         if (s.Format != "qcow2") return new(tx, Results.Fail($"Unknown driver '{s.Format}'"));
         var fileOpts = new BlockdevOptions("file", null, ValueMap<string>.Empty.SetItem("filename", System.Text.Json.JsonSerializer.Serialize(s.SnapshotFile)), ValueList<ChildOption>.Empty);
         var overlayOpts = new BlockdevOptions(s.Format, s.SnapshotNodeName, ValueMap<string>.Empty,
@@ -45,11 +50,11 @@ public static class Snapshots
     private static Step Append(Tx tx, string top, string overlay)
     {
         var g = tx.Graph;
-        if (g.ParentsOf(overlay).Any(e => e.Parent is DeviceParent or ExportParent)) return new(tx, Results.Fail("The overlay is already in use"));
-        var busy = Blockers.Find(g, overlay);
-        if (busy is not null) return new(tx, busy);
-        if (g.ChildEdge(overlay, "backing") is not null) return new(tx, Results.Fail("The overlay already has a backing image"));
+        // "In use" means someone reads the overlay, whatever kind of parent it is.
+        if ((Permissions.Cumulative(g, overlay).Perm & Perm.ConsistentRead) != 0) return new(tx, Results.Fail("The overlay is already in use"));
         var ov = g.Nodes[overlay];
+        if (Drivers.IsFilter(ov.Driver)) return new(tx, Results.Fail("Filters cannot be used as overlays"));
+        if (g.ChildEdge(overlay, "backing") is not null) return new(tx, Results.Fail("The overlay already has a backing image"));
         if (!Drivers.SupportsBacking(ov.Driver)) return new(tx, Results.Fail("The overlay does not support backing images"));
         if (g.Reaches(top, overlay)) return new(tx, Results.Fail($"Making '{top}' a backing child of '{overlay}' would create a cycle"));
 

@@ -123,6 +123,7 @@ public static class Actions
                 throw new ArgumentException("unknown parent type", nameof(r));
         }
         if (g.Find(r.NewChild) is null) return new(tx, Results.Fail($"Node '{r.NewChild}' not found"));
+        if (Operations.Frozen(g, edge) is { } frozen) return new(tx, frozen);
         if (edge.Parent is NodeParent np && g.Reaches(r.NewChild, np.Node))
             return new(tx, Results.Fail($"Making '{r.NewChild}' a {edge.Name} child of '{np.Node}' would create a cycle"));
         return new(Operations.ReplaceChild(tx, edge, r.NewChild), null);

@@ -28,11 +28,9 @@ internal static partial class Z3Native
     /// <summary><c>Z3_OK</c> of <c>Z3_error_code</c>.</summary>
     internal const int Z3Ok = 0;
 
-    // An explicit static constructor (not a field initializer) so the resolver is registered
-    // before the first import is bound, whichever member is touched first.
-#pragma warning disable CA1810 // Initialize reference type static fields inline: ordering matters here.
+    // An explicit static constructor so the resolver is registered before the first import is
+    // bound, whichever member is touched first.
     static Z3Native() => Z3LibraryResolver.Register();
-#pragma warning restore CA1810
 
     [LibraryImport(LibraryName)]
     internal static partial IntPtr Z3_mk_config();
@@ -193,5 +191,23 @@ internal static class Z3LibraryResolver
 
         // Fall back to the runtime's default probing (which will report DllNotFoundException).
         return IntPtr.Zero;
+    }
+}
+
+/// <summary>Owns one Z3 context; releases it with <c>Z3_del_context</c>, also if leaked (finalizer).</summary>
+internal sealed class Z3ContextHandle : SafeHandle
+{
+    /// <summary>Takes ownership of a context made by <see cref="Z3Native.CreateContext"/>.</summary>
+    internal Z3ContextHandle(IntPtr context)
+        : base(IntPtr.Zero, ownsHandle: true) => SetHandle(context);
+
+    /// <inheritdoc/>
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    /// <inheritdoc/>
+    protected override bool ReleaseHandle()
+    {
+        Z3Native.Z3_del_context(handle);
+        return true;
     }
 }
