@@ -23,7 +23,7 @@ public static class Reopen
         foreach (var o in list)
         {
             var name = o.NodeName ?? "";
-            if (tx.Graph.Find(name) is not { } node) return Results.Fail($"Cannot find device='' nor node-name='{name}'");
+            if (tx.Graph.Find(name) is not { } node) return Results.Fail($"Failed to find node with node-name='{name}'");
             var err = CheckOptions(node, o);
             if (err is not null) return err;
             var r = ChangeChildren(tx, node, o);
