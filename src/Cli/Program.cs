@@ -3,6 +3,16 @@ namespace Verified.Cli;
 /// <summary>The <c>verified</c> command.</summary>
 public static class Program
 {
+    private const string Usage = """
+        usage: verified <command> [options]
+
+        commands:
+          prove [--smt2 DIR] [--graphs N] [--seed S]
+              Check every permission theorem with Z3, then check that Z3's verdict on N random
+              graphs (default 200) equals the model's. Writes each theorem's query to DIR when
+              asked. Exits 1 if anything is refuted or disagrees, 3 if Z3 is unavailable.
+        """;
+
     /// <summary>Entry point: dispatches on the subcommand.</summary>
     public static int Main(string[] args)
     {
@@ -12,9 +22,24 @@ public static class Program
             Console.WriteLine(Usage);
             return args.Length == 0 ? 2 : 0;
         }
-        Console.Error.WriteLine($"verified: unknown command '{args[0]}'\n{Usage}");
-        return 2;
+        try
+        {
+            return args[0] switch
+            {
+                "prove" => ProveCommand.Run(args[1..]),
+                _ => UsageError($"unknown command '{args[0]}'"),
+            };
+        }
+        catch (ArgumentException e)
+        {
+            return UsageError(e.Message);
+        }
     }
 
-    private const string Usage = "usage: verified <command> [options]\n\ncommands:\n  prove    check the permission theorems with Z3";
+    /// <summary>Prints a usage error; returns exit code 2.</summary>
+    internal static int UsageError(string message)
+    {
+        Console.Error.WriteLine($"verified: {message}\n\n{Usage}");
+        return 2;
+    }
 }

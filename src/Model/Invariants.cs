@@ -27,8 +27,8 @@ public static class Invariants
             if (conflict is not null) v.Add($"I5 sharing: {conflict.Desc}");
             var (perm, shared) = Permissions.Cumulative(g, n.Name);
             if (!n.Writable && (perm & (Perm.Write | Perm.WriteUnchanged)) != 0) v.Add($"I6 read-only: '{n.Name}' has writers");
-            if (FileLocks.Check(g, n, perm, shared) is { } lockErr) v.Add($"I10 locks: '{n.Name}': {lockErr.Desc}");
         }
+        if (FileLocks.CheckAll(g) is { } lockErr) v.Add($"I10 locks: {lockErr.Desc}");
         foreach (var e in g.Edges) CheckEdge(g, e, v);
         return v;
     }

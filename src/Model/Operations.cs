@@ -206,7 +206,7 @@ public static class Operations
         ArgumentNullException.ThrowIfNull(g);
         var (g2, seq) = g.TakeSeq();
         g2 = g2 with { Edges = g2.Edges.Add(new Edge(seq, parent, "root", node, Role.Filtered | Role.Primary, perm, shared, seq)) };
-        return Refresh.Subtree(g2, node);
+        return Refresh.Subtree(g2, node, committed: g);
     }
 
     /// <summary>
@@ -223,8 +223,9 @@ public static class Operations
     /// <summary>Removes one edge outside a transaction (<c>bdrv_root_unref_child</c>).</summary>
     private static Graph DetachAndDelete(Graph g, Edge e)
     {
+        var before = g;
         g = g with { Edges = ValueList<Edge>.From(g.Edges.Where(x => x.Id != e.Id)) };
-        var refreshed = Refresh.Subtree(g, e.Child);
+        var refreshed = Refresh.Subtree(g, e.Child, committed: before);
         if (refreshed.Ok) g = refreshed.Get();
         return g.RefCount(e.Child) == 0 ? Delete(g, e.Child) : g;
     }

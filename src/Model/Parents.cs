@@ -75,7 +75,7 @@ public static class Devices
         if (g.Find(target) is null) return Results.Fail($"Cannot find device='' nor node-name='{target}'");
         var edge = g.RootEdge(new DeviceParent(dev.Id))!;
         var tx = Operations.ReplaceChild(Tx.Begin(g, nameCounter).NeedsRefresh(edge.Child), edge, target);
-        var r = Refresh.Nodes(tx.Graph, tx.RefreshList);
+        var r = Refresh.Nodes(tx.Graph, tx.RefreshList, committed: g);
         return r.Ok ? Operations.Commit(tx.On(r.Get())) : r;
     }
 }

@@ -37,24 +37,27 @@ public static class Refresh
     /// <summary>
     /// Refreshes the subtrees of <paramref name="list"/> on graph <paramref name="g"/>. Nodes are read-only
     /// checked against their current flag; <paramref name="writableBefore"/> (for reopen) picks between
-    /// QEMU's two read-only texts. Returns the graph with recomputed edges, or the first error.
+    /// QEMU's two read-only texts. <paramref name="committed"/> is the graph whose file locks are held
+    /// when the refresh starts (the transaction's starting graph); without it no lock is held yet, and the
+    /// refresh checks the final perms of every pair of file nodes. Returns the new graph or the first error.
     /// </summary>
-    public static Result<Graph> Nodes(Graph g, IEnumerable<string> list, Func<string, bool>? writableBefore = null)
+    public static Result<Graph> Nodes(Graph g, IEnumerable<string> list, Func<string, bool>? writableBefore = null, Graph? committed = null)
     {
         ArgumentNullException.ThrowIfNull(g);
+        var held = FileLocks.Held(committed);
         foreach (var n in TopologicalOrder(g, list))
         {
-            var r = Node(g, n, writableBefore);
+            var r = Node(g, n, writableBefore, held);
             if (!r.Ok) return r;
             g = r.Get();
         }
         return g;
     }
 
-    /// <summary>Refreshes only the subtree of <paramref name="node"/>.</summary>
-    public static Result<Graph> Subtree(Graph g, string node) => Nodes(g, [node]);
+    /// <summary>Refreshes only the subtree of <paramref name="node"/>, with the locks of <paramref name="committed"/> held.</summary>
+    public static Result<Graph> Subtree(Graph g, string node, Graph? committed = null) => Nodes(g, [node], null, committed);
 
-    private static Result<Graph> Node(Graph g, string name, Func<string, bool>? writableBefore)
+    private static Result<Graph> Node(Graph g, string name, Func<string, bool>? writableBefore, Dictionary<string, (Perm Perm, Perm Unshared)> held)
     {
         var conflict = Permissions.Conflict(g, name);
         if (conflict is not null) return conflict;
@@ -66,8 +69,13 @@ public static class Refresh
             bool wasWritable = writableBefore?.Invoke(name) ?? false;
             return Results.Fail(wasWritable ? $"Read-only block node '{name}' cannot support read-write users" : "Block node is read-only");
         }
-        var lockError = FileLocks.Check(g, node, perm, shared);
+        var lockError = FileLocks.Check(g, node, perm, shared, held);
         if (lockError is not null) return lockError;
+        if (node.Driver == "file")
+        {
+            var old = held.GetValueOrDefault(name);
+            held[name] = (old.Perm | perm, old.Unshared | (Perm.All & ~shared));
+        }
 
         foreach (var e in g.ChildrenOf(name).ToList())
         {
@@ -80,27 +88,40 @@ public static class Refresh
 
 /// <summary>
 /// The file driver's permission hook: QEMU locks one byte per permission and per unshared permission
-/// in the image file, so two file nodes on one host file conflict like two processes would.
+/// in the image file, so two file nodes on one host file conflict like two processes would. While a
+/// change is prepared a node holds the union of its old and new bytes (<c>raw_handle_perm_lock</c>).
 /// </summary>
 public static class FileLocks
 {
+    /// <summary>The lock bytes each locking file node of <paramref name="committed"/> holds (none without a graph).</summary>
+    public static Dictionary<string, (Perm Perm, Perm Unshared)> Held(Graph? committed)
+    {
+        var held = new Dictionary<string, (Perm, Perm)>(StringComparer.Ordinal);
+        if (committed is null) return held;
+        foreach (var n in committed.Nodes.Values.Where(Locks))
+        {
+            var (p, s) = Permissions.Cumulative(committed, n.Name);
+            held[n.Name] = (p, Perm.All & ~s);
+        }
+        return held;
+    }
+
     /// <summary>
-    /// The error <c>raw_check_lock_bytes</c> reports for <paramref name="node"/> taking (perm, shared),
-    /// tested against every other locking file node on the same filename; null if none. QEMU skips the
-    /// test when perms only narrow; in a graph without lock conflicts (invariant I10) that skip changes
-    /// no outcome, so the model always tests.
+    /// The error <c>raw_check_lock_bytes</c> reports for <paramref name="node"/> taking (perm, shared) while
+    /// the other locking file nodes on its filename hold <paramref name="held"/>; null if none.
     /// </summary>
-    public static QmpError? Check(Graph g, Node node, Perm perm, Perm shared)
+    public static QmpError? Check(Graph g, Node node, Perm perm, Perm shared, IReadOnlyDictionary<string, (Perm Perm, Perm Unshared)> held)
     {
         ArgumentNullException.ThrowIfNull(g);
         ArgumentNullException.ThrowIfNull(node);
-        if (node.Driver != "file" || node.Str("locking") == "off") return null;
+        ArgumentNullException.ThrowIfNull(held);
+        if (!Locks(node)) return null;
         var filename = node.Str("filename");
-        var others = g.Nodes.Values.Where(o => o.Name != node.Name && o.Driver == "file" && o.Str("locking") != "off"
-            && o.Str("filename") == filename).Select(o => Permissions.Cumulative(g, o.Name)).ToList();
+        var others = held.Where(kv => kv.Key != node.Name && g.Find(kv.Key) is { } o && Locks(o) && o.Str("filename") == filename)
+            .Select(kv => kv.Value).ToList();
         foreach (var bit in Perms.Bits)
         {
-            if ((perm & bit) != 0 && others.Any(o => (o.Shared & bit) == 0))
+            if ((perm & bit) != 0 && others.Any(o => (o.Unshared & bit) != 0))
                 return Results.Fail($"Failed to get \"{Perms.DisplayText(bit)}\" lock");
         }
         foreach (var bit in Perms.Bits)
@@ -110,4 +131,19 @@ public static class FileLocks
         }
         return null;
     }
+
+    /// <summary>The first lock conflict between two file nodes of a settled graph, by their final perms.</summary>
+    public static QmpError? CheckAll(Graph g)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        foreach (var n in g.Nodes.Values.Where(Locks))
+        {
+            var (p, s) = Permissions.Cumulative(g, n.Name);
+            var err = Check(g, n, p, s, Held(g));
+            if (err is not null) return err;
+        }
+        return null;
+    }
+
+    private static bool Locks(Node n) => n.Driver == "file" && n.Str("locking") != "off";
 }

@@ -31,7 +31,7 @@ public static class Reopen
             tx = SetReadOnlyFlags(r.Get(), name, o.ReadOnly ?? false);
             newOptions.Add((name, o.Scalars));
         }
-        var refreshed = Refresh.Nodes(tx.Graph, tx.RefreshList, n => before.Find(n)?.Writable ?? true);
+        var refreshed = Refresh.Nodes(tx.Graph, tx.RefreshList, n => before.Find(n)?.Writable ?? true, before);
         if (!refreshed.Ok) return refreshed.Error!;
         var done = Operations.Commit(tx.On(refreshed.Get()) with { ReadOnlyAtCommit = [] });
         foreach (var (n, opts) in newOptions)
@@ -50,7 +50,7 @@ public static class Reopen
         ArgumentNullException.ThrowIfNull(g);
         if (g.Find(node) is not { ReadOnly: false }) return g;
         var tx = SetReadOnlyFlags(Tx.Begin(g, 0), node, true);
-        return Refresh.Nodes(tx.Graph, tx.RefreshList, n => g.Find(n)?.Writable ?? true);
+        return Refresh.Nodes(tx.Graph, tx.RefreshList, n => g.Find(n)?.Writable ?? true, g);
     }
 
     private static Tx SetReadOnlyFlags(Tx tx, string node, bool readOnly)

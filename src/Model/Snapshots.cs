@@ -60,7 +60,7 @@ public static class Snapshots
 
         var inner = tx.On(Operations.AttachChild(g, overlay, "backing", top, Drivers.IsFilter(ov.Driver) ? Role.Filtered | Role.Primary : Role.Cow));
         inner = ReplaceNode(inner, top, overlay);
-        var refreshed = Refresh.Subtree(inner.Graph, overlay);
+        var refreshed = Refresh.Subtree(inner.Graph, overlay, tx.Start);
         if (!refreshed.Ok) return new(tx with { NameCounter = inner.NameCounter }, refreshed.Error);
         var done = inner.On(refreshed.Get()) with { RefreshList = tx.RefreshList, ReadOnlyAtCommit = tx.ReadOnlyAtCommit.Add(top) };
         return new(done, null);

@@ -41,7 +41,7 @@ public static class Transaction
 
     private static Step RefreshPending(Tx tx)
     {
-        var r = Refresh.Nodes(tx.Graph, tx.RefreshList);
+        var r = Refresh.Nodes(tx.Graph, tx.RefreshList, committed: tx.Start);
         return r.Ok ? new(tx.On(r.Get()) with { RefreshList = [] }, null) : new(tx, r.Error);
     }
 }

@@ -9,8 +9,11 @@ namespace Verified.Model;
 /// </summary>
 public sealed record Tx(Graph Graph, ImmutableList<string> RefreshList, long NameCounter, ImmutableList<string> ReadOnlyAtCommit)
 {
+    /// <summary>The graph the transaction started on: the committed state, whose file locks are held.</summary>
+    public Graph Start { get; init; } = Graph;
+
     /// <summary>A transaction starting on <paramref name="g"/>.</summary>
-    public static Tx Begin(Graph g, long nameCounter) => new(g, [], nameCounter, []);
+    public static Tx Begin(Graph g, long nameCounter) => new(g, [], nameCounter, []) { Start = g };
 
     /// <summary>Adds a node to the refresh list (prepended; duplicates are harmless).</summary>
     public Tx NeedsRefresh(string node) => this with { RefreshList = RefreshList.Insert(0, node) };

@@ -15,7 +15,7 @@ public enum SmtVerdict
     Unknown,
 }
 
-/// <summary>The outcome of <see cref="SmtSolver.Check"/>.</summary>
+/// <summary>The outcome of <see cref="SmtSolver.Check(string, bool)"/>.</summary>
 /// <param name="Verdict">Sat, unsat or unknown.</param>
 /// <param name="Model">
 /// The text Z3 printed for <c>(get-model)</c> when the verdict is <see cref="SmtVerdict.Sat"/> and a
@@ -96,7 +96,7 @@ public class SmtException : Exception
 /// thread.
 /// </para>
 /// <para>
-/// <see cref="Check"/> wraps the query in <c>(push)</c> … <c>(pop)</c>, so its declarations and
+/// <see cref="Check(string, bool)"/> wraps the query in <c>(push)</c> … <c>(pop)</c>, so its declarations and
 /// assertions do not outlive it, even when Z3 rejects the query or the query leaves scopes open.
 /// Whatever is declared through <see cref="Eval"/> outside a scope stays for later checks.
 /// </para>
@@ -221,9 +221,23 @@ public sealed class SmtSolver : IDisposable
     /// <returns>The verdict, the model text if requested and sat, and the time taken.</returns>
     /// <exception cref="SmtException">Z3 rejected the query; the context is left as it was before.</exception>
     /// <exception cref="ObjectDisposedException">The solver was disposed.</exception>
-    public SmtResult Check(string declarationsAndAssertions, bool produceModel = true)
+    public SmtResult Check(string declarationsAndAssertions, bool produceModel = true) =>
+        Check(declarationsAndAssertions, produceModel ? null : Array.Empty<string>());
+
+    /// <summary>
+    /// Like <see cref="Check(string, bool)"/>, but when sat fetches only the values of
+    /// <paramref name="valuesOf"/> with <c>(get-value …)</c> and returns them in model form
+    /// (<c>(define-fun x () T v)</c> lines), so <see cref="SmtModelParser"/> reads both alike.
+    /// </summary>
+    /// <remarks>
+    /// Z3 4.8.12 fails to print a full model when the context defines functions with boolean
+    /// parameters (<c>Sort mismatch … fold-rec</c>); asking for values avoids that path. A null list
+    /// fetches the full model; an empty one fetches nothing.
+    /// </remarks>
+    public SmtResult Check(string declarationsAndAssertions, IReadOnlyList<string>? valuesOf)
     {
         ArgumentNullException.ThrowIfNull(declarationsAndAssertions);
+        bool produceModel = valuesOf is null || valuesOf.Count > 0;
         lock (gate)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
@@ -239,7 +253,7 @@ public sealed class SmtSolver : IDisposable
                 verdict = ParseVerdict(answer, declarationsAndAssertions);
                 if (verdict == SmtVerdict.Sat && produceModel)
                 {
-                    model = Run("(get-model)").Trim();
+                    model = valuesOf is null ? Run("(get-model)").Trim() : ValuesAsModel(Run($"(get-value ({string.Join(' ', valuesOf)}))"));
                 }
             }
             finally
@@ -249,6 +263,34 @@ public sealed class SmtSolver : IDisposable
 
             return new SmtResult(verdict, model, Stopwatch.GetElapsedTime(start));
         }
+    }
+
+    /// <summary>Turns <c>((x v) (y w))</c> into <c>(define-fun x () _ v)</c> lines.</summary>
+    private static string ValuesAsModel(string getValue)
+    {
+        var sb = new StringBuilder("(\n");
+        int depth = 0, start = -1;
+        for (int i = 0; i < getValue.Length; i++)
+        {
+            char c = getValue[i];
+            if (c == '(')
+            {
+                depth++;
+                if (depth == 2) start = i + 1;
+            }
+            else if (c == ')')
+            {
+                if (depth == 2 && start >= 0)
+                {
+                    var pair = getValue[start..i].Trim();
+                    int sp = pair.IndexOfAny([' ', '\n', '\t']);
+                    if (sp > 0) sb.Append(CultureInfo.InvariantCulture, $"  (define-fun {pair[..sp]} () _ {pair[(sp + 1)..].Trim()})\n");
+                    start = -1;
+                }
+                depth--;
+            }
+        }
+        return sb.Append(')').ToString();
     }
 
     /// <summary>Releases the Z3 context. Waits for a check in progress on another thread.</summary>
