@@ -10,7 +10,8 @@ public static class Drivers
 {
     /// <summary>Drivers that are filters (<c>drv-&gt;is_filter</c>).</summary>
     public static bool IsFilter(string driver) =>
-        driver is "throttle" or "copy-on-read" or "compress" or "preallocate" or "blkdebug" or "copy-before-write";
+        driver is "throttle" or "copy-on-read" or "compress" or "preallocate" or "blkdebug" or "copy-before-write"
+            or "x-pass-through" or "x-exclusive-writer";
 
     /// <summary>
     /// Protocol drivers open their children themselves; every other driver has its <c>file</c> child opened
@@ -25,7 +26,7 @@ public static class Drivers
     public static bool ClosesIndependently(string driver) => driver is "copy-before-write" or "compress" or "raw" or "snapshot-access";
 
     /// <summary>Drivers that accept a <c>backing</c> child.</summary>
-    public static bool SupportsBacking(string driver) => driver == "qcow2";
+    public static bool SupportsBacking(string driver) => driver is "qcow2" or "x-no-perm";
 
     /// <summary>The role of child <paramref name="childName"/> of a <paramref name="driver"/> node opened with <paramref name="options"/>.</summary>
     public static Role ChildRole(string driver, string childName, ValueMap<string> options)
@@ -85,6 +86,13 @@ public static class Drivers
                 return (Perm.None, Perm.All);
             case "copy-before-write":
                 return CbwRule(g, parent, edge, p, s);
+            // The test drivers of QEMU's tests/unit/test-bdrv-graph-mod.c (not reachable over QMP).
+            case "x-no-perm":
+                return (Perm.None, Perm.All);
+            case "x-exclusive-writer":
+                return (Perm.Write, Perm.All & ~Perm.Write);
+            case "x-write-to-selected":
+                return parent.Str("selected") == edge.Name ? (Perm.Write, Perm.All & ~Perm.Write) : (Perm.None, Perm.All);
             default:
                 return (p, s);
         }

@@ -172,6 +172,38 @@ public static class Operations
         return UnrefTran(tx, old);
     }
 
+    /// <summary>
+    /// <c>bdrv_replace_node_noperm</c>: every parent edge of <paramref name="from"/> moves to <paramref name="to"/>,
+    /// except job edges (they stay at their node) and edges whose parent lies inside <paramref name="to"/>'s subtree.
+    /// </summary>
+    public static Tx ReplaceNode(Tx tx, string from, string to)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        foreach (var e in tx.Graph.ParentsOf(from).ToList())
+        {
+            if (e.Parent is JobParent) continue;
+            if (e.Parent is NodeParent np && tx.Graph.Reaches(to, np.Node)) continue;
+            tx = ReplaceChild(tx, tx.Graph.Edges.First(x => x.Id == e.Id), to);
+        }
+        return tx;
+    }
+
+    /// <summary>
+    /// <c>bdrv_append</c>: <paramref name="top"/> becomes the backing (or filtered) child of <paramref name="node"/>,
+    /// the parents of <paramref name="top"/> move to <paramref name="node"/>, and <paramref name="node"/>'s subtree is
+    /// refreshed at once. On failure the returned Tx is the given one (with the name counter).
+    /// </summary>
+    public static Step Append(Tx tx, string node, string top)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        var n = tx.Graph.Nodes[node];
+        var inner = tx.On(AttachChild(tx.Graph, node, "backing", top, Drivers.IsFilter(n.Driver) ? Role.Filtered | Role.Primary : Role.Cow));
+        inner = ReplaceNode(inner, top, node);
+        var refreshed = Refresh.Subtree(inner.Graph, node, tx.Start);
+        if (!refreshed.Ok) return new(tx with { NameCounter = inner.NameCounter }, refreshed.Error);
+        return new(inner.On(refreshed.Get()) with { RefreshList = tx.RefreshList }, null);
+    }
+
     /// <summary>Removes a child edge and unreferences its child transactionally.</summary>
     public static Tx RemoveChild(Tx tx, Edge edge)
     {

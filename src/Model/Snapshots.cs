@@ -18,7 +18,7 @@ public static class Snapshots
         var busy = Blockers.Find(g, node);
         if (busy is not null) return new(tx, busy);
         if (g.Find(overlay) is null) return new(tx, Lookup(overlay));
-        return Append(tx, node, overlay);
+        return AppendOverlay(tx, node, overlay);
     }
 
     /// <summary>blockdev-snapshot-sync: open a new qcow2 overlay on the named file and append it.</summary>
@@ -42,12 +42,12 @@ public static class Snapshots
             ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(fileOpts))]));
         var opened = Operations.Open(tx, overlayOpts, old.ReadOnly, false, null);
         if (opened.Error is not null) return new(opened.Tx, opened.Error);
-        return Append(opened.Tx, target, opened.Name);
+        return AppendOverlay(opened.Tx, target, opened.Name);
     }
 
     private static QmpError Lookup(string name) => Results.Fail($"Cannot find device='{name}' nor node-name='{name}'");
 
-    private static Step Append(Tx tx, string top, string overlay)
+    private static Step AppendOverlay(Tx tx, string top, string overlay)
     {
         var g = tx.Graph;
         // "In use" means someone reads the overlay, whatever kind of parent it is.
@@ -58,27 +58,7 @@ public static class Snapshots
         if (!Drivers.SupportsBacking(ov.Driver)) return new(tx, Results.Fail("The overlay does not support backing images"));
         if (g.Reaches(top, overlay)) return new(tx, Results.Fail($"Making '{top}' a backing child of '{overlay}' would create a cycle"));
 
-        var inner = tx.On(Operations.AttachChild(g, overlay, "backing", top, Drivers.IsFilter(ov.Driver) ? Role.Filtered | Role.Primary : Role.Cow));
-        inner = ReplaceNode(inner, top, overlay);
-        var refreshed = Refresh.Subtree(inner.Graph, overlay, tx.Start);
-        if (!refreshed.Ok) return new(tx with { NameCounter = inner.NameCounter }, refreshed.Error);
-        var done = inner.On(refreshed.Get()) with { RefreshList = tx.RefreshList, ReadOnlyAtCommit = tx.ReadOnlyAtCommit.Add(top) };
-        return new(done, null);
-    }
-
-    /// <summary>
-    /// <c>bdrv_replace_node_noperm</c>: every parent edge of <paramref name="from"/> moves to <paramref name="to"/>,
-    /// except job edges (they stay at their node) and edges whose parent lies inside <paramref name="to"/>'s subtree.
-    /// </summary>
-    public static Tx ReplaceNode(Tx tx, string from, string to)
-    {
-        ArgumentNullException.ThrowIfNull(tx);
-        foreach (var e in tx.Graph.ParentsOf(from).ToList())
-        {
-            if (e.Parent is JobParent) continue;
-            if (e.Parent is NodeParent np && tx.Graph.Reaches(to, np.Node)) continue;
-            tx = Operations.ReplaceChild(tx, tx.Graph.Edges.First(x => x.Id == e.Id), to);
-        }
-        return tx;
+        var r = Operations.Append(tx, overlay, top);
+        return r.Error is null ? new(r.Tx with { ReadOnlyAtCommit = r.Tx.ReadOnlyAtCommit.Add(top) }, null) : r;
     }
 }
