@@ -16,15 +16,19 @@ public static class Transaction
     /// <summary>The outcome: the graph after commit (or the untouched one), the name counter, the error.</summary>
     public readonly record struct Outcome(Graph Graph, long NameCounter, QmpError? Error);
 
-    /// <summary>Runs <paramref name="actions"/> as one transaction on <paramref name="g"/>.</summary>
-    public static Outcome Run(Graph g, long nameCounter, IReadOnlyList<Command> actions)
+    /// <summary>
+    /// Runs <paramref name="actions"/> as one transaction on <paramref name="g"/>. With
+    /// <paramref name="refreshEveryAction"/> it refreshes after every action instead (the "step by step"
+    /// policy the series replaces), which researchers can compare with the series' policy.
+    /// </summary>
+    public static Outcome Run(Graph g, long nameCounter, IReadOnlyList<Command> actions, bool refreshEveryAction = false)
     {
         ArgumentNullException.ThrowIfNull(g);
         ArgumentNullException.ThrowIfNull(actions);
         var tx = Tx.Begin(g, nameCounter);
         foreach (var action in actions)
         {
-            if (!tx.RefreshList.IsEmpty && !IsGraphAction(action))
+            if (!tx.RefreshList.IsEmpty && (refreshEveryAction || !IsGraphAction(action)))
             {
                 var r = RefreshPending(tx);
                 if (r.Error is not null) return new(g, tx.NameCounter, r.Error);

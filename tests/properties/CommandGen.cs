@@ -1,0 +1,214 @@
+using System.Text.Json;
+using Verified.Model;
+using Verified.Vocabulary;
+
+namespace Verified.Tests.Properties;
+
+/// <summary>
+/// Random QMP commands for a model state, drawn from a choice stream so that a property library can
+/// shrink the stream and with it the commands. Names mostly come from what exists (so most commands
+/// are valid), with a deliberate share of unknown names, duplicates, cycles, conflicts and read-only
+/// violations.
+/// </summary>
+public sealed class CommandGen(Func<int, int> pick)
+{
+    /// <summary>Pools of names: small, so that duplicates and reuse happen often.</summary>
+    private static readonly string[] NodeNames = ["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7"];
+    private static readonly string[] Files = ["a.img", "b.img", "c.img"];
+
+    /// <summary>Most actions in one generated transaction.</summary>
+    public const int TransactionActionsMax = 4;
+
+    private int P(int n) => n <= 1 ? 0 : pick(n);
+
+    private bool Chance(int oneIn) => P(oneIn) == 0;
+
+    private T One<T>(IReadOnlyList<T> items) => items[P(items.Count)];
+
+    private string ExistingOr(ModelState s, string fallback)
+    {
+        var names = s.Graph.Nodes.Keys.ToList();
+        return names.Count == 0 || Chance(12) ? fallback : One(names);
+    }
+
+    /// <summary>The next command for state <paramref name="s"/>.</summary>
+    public Command Next(ModelState s)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        return P(20) switch
+        {
+            < 6 => Add(s),
+            6 or 7 => new BlockdevDel(ExistingOr(s, "nosuch")),
+            8 or 9 => Replace(s),
+            10 => Reopen(s),
+            11 => DeviceAdd(s),
+            12 => Chance(2) ? new DeviceDel(ExistingId(s.Graph.Devices.Keys, ["d0", "d1", "d2"])) : QomSet(s),
+            13 => s.Graph.NbdServerRunning && !Chance(6) ? ExportAdd(s) : new NbdServerStart("{\"type\":\"unix\",\"data\":{\"path\":\"/tmp/nbd.sock\"}}"),
+            14 => new BlockExportDel(ExistingId(s.Graph.Exports.Keys, ["e0", "e1", "e2"]), "safe"),
+            15 => Chance(3) ? new ObjectDel(One(["tg0", "tg1"])) : new ObjectAdd("throttle-group", One(["tg0", "tg1"]), ValueMap<string>.Empty),
+            16 => Bitmap(s),
+            _ => Transaction(s),
+        };
+    }
+
+    /// <summary>A transaction of graph and classic actions, sometimes ending in abort.</summary>
+    public Command Transaction(ModelState s)
+    {
+        var actions = new List<Command>();
+        int n = 1 + P(TransactionActionsMax);
+        for (int i = 0; i < n; i++)
+        {
+            actions.Add(P(10) switch
+            {
+                < 4 => Add(s),
+                4 or 5 => new BlockdevDel(ExistingOr(s, "nosuch")),
+                6 or 7 => Replace(s),
+                8 => Chance(2) ? Snapshot(s) : Bitmap(s),
+                _ => new AbortAction(),
+            });
+        }
+        return new Vocabulary.Transaction(ValueList<Command>.From(actions), "individual");
+    }
+
+    /// <summary>A transaction of 1…<see cref="TransactionActionsMax"/> graph actions.</summary>
+    public Vocabulary.Transaction GraphTransaction(ModelState s) =>
+        new(ValueList<Command>.From(Enumerable.Range(0, 1 + P(TransactionActionsMax)).Select(_ => GraphAction(s))), "individual");
+
+    /// <summary>Graph actions only (add, del, replace), for policy comparisons.</summary>
+    public Command GraphAction(ModelState s) => P(5) switch
+    {
+        < 2 => Add(s),
+        2 => new BlockdevDel(ExistingOr(s, "nosuch")),
+        _ => Replace(s),
+    };
+
+    private BlockdevAdd Add(ModelState s) => new(Options(s, One(NodeNames), depth: 0));
+
+    private BlockdevOptions Options(ModelState s, string? name, int depth)
+    {
+        var driver = One(["null-co", "file", "raw", "qcow2", "throttle", "compress", "copy-on-read", "preallocate",
+            "copy-before-write", "snapshot-access", "blkdebug"]);
+        if (depth > 1 && driver is not "null-co" and not "file") driver = "file";
+        var scalars = ValueMap<string>.Empty;
+        if (Chance(6)) scalars = scalars.SetItem("read-only", "true");
+        var children = new List<ChildOption>();
+        switch (driver)
+        {
+            case "file":
+                scalars = scalars.SetItem("filename", JsonSerializer.Serialize(One(Files)));
+                if (Chance(5)) scalars = scalars.SetItem("locking", "\"off\"");
+                break;
+            case "null-co":
+                scalars = scalars.SetItem("size", "1048576");
+                break;
+            case "blkdebug":
+                children.Add(new("image", Child(s, depth)));
+                if (Chance(3)) scalars = scalars.SetItem("take-child-perms", "[\"write\"]");
+                if (Chance(3)) scalars = scalars.SetItem("unshare-child-perms", "[\"write\",\"resize\"]");
+                break;
+            case "throttle":
+                scalars = scalars.SetItem("throttle-group", JsonSerializer.Serialize(One(["tg0", "tg1"])));
+                children.Add(new("file", Child(s, depth)));
+                break;
+            case "qcow2":
+                children.Add(new("file", Child(s, depth)));
+                if (Chance(3)) children.Add(new("backing", Chance(4) ? null : Child(s, depth)));
+                break;
+            case "raw":
+                children.Add(new("file", Child(s, depth)));
+                if (Chance(3)) scalars = scalars.SetItem("offset", "512");
+                break;
+            case "copy-before-write":
+                children.Add(new("file", Child(s, depth)));
+                children.Add(new("target", Child(s, depth)));
+                if (Chance(3)) scalars = scalars.SetItem("x-perm-scheme", "\"upstream\"");
+                break;
+            case "copy-on-read":
+                children.Add(new("file", Child(s, depth)));
+                if (Chance(4)) scalars = scalars.SetItem("bottom", JsonSerializer.Serialize(ExistingOr(s, "nosuch")));
+                break;
+            default:
+                children.Add(new("file", Child(s, depth)));
+                break;
+        }
+        return new BlockdevOptions(driver, name, scalars, ValueList<ChildOption>.From(children));
+    }
+
+    private BlockdevRef Child(ModelState s, int depth)
+    {
+        if (s.Graph.Nodes.Count > 0 && !Chance(3)) return new BlockdevRefName(ExistingOr(s, "nosuch"));
+        return new BlockdevRefInline(Options(s, Chance(3) ? One(NodeNames) + "c" : null, depth + 1));
+    }
+
+    private BlockdevReplace Replace(ModelState s)
+    {
+        var g = s.Graph;
+        var newChild = ExistingOr(s, "nosuch");
+        var edges = g.Edges.ToList();
+        if (edges.Count == 0 || Chance(15)) return new BlockdevReplace(new ReplaceDriverParent(ExistingOr(s, "nosuch"), "file"), newChild);
+        var e = One(edges);
+        ReplaceParent parent = e.Parent switch
+        {
+            NodeParent np => new ReplaceDriverParent(np.Node, Chance(10) ? "nochild" : e.Name),
+            DeviceParent dp => new ReplaceQdevParent(Chance(2) ? dp.Id : $"/machine/peripheral/{dp.Id}"),
+            ExportParent ep => new ReplaceExportParent(ep.Id),
+            _ => new ReplaceDriverParent("nosuch", "file"),
+        };
+        return new BlockdevReplace(parent, newChild);
+    }
+
+    private BlockdevReopen Reopen(ModelState s)
+    {
+        var g = s.Graph;
+        if (g.Nodes.Count == 0) return new BlockdevReopen(ValueList<BlockdevOptions>.From([new BlockdevOptions("null-co", "nosuch", ValueMap<string>.Empty, ValueList<ChildOption>.Empty)]));
+        var n = One(g.Nodes.Values.ToList());
+        var scalars = n.Options.Remove("read-only");
+        if (Chance(2)) scalars = scalars.SetItem("read-only", n.ReadOnly ? "false" : "true");
+        var children = new List<ChildOption>();
+        foreach (var f in BlockdevSchema.Get(n.Driver)?.ChildFields ?? [])
+        {
+            var cur = g.ChildEdge(n.Name, f.Name);
+            if (cur is null && f.Name != "file") continue;
+            var target = Chance(3) ? ExistingOr(s, "nosuch") : cur?.Child ?? ExistingOr(s, "nosuch");
+            children.Add(new(f.Name, new BlockdevRefName(target)));
+        }
+        return new BlockdevReopen(ValueList<BlockdevOptions>.From([new BlockdevOptions(n.Driver, n.Name, scalars, ValueList<ChildOption>.From(children))]));
+    }
+
+    private DeviceAdd DeviceAdd(ModelState s)
+    {
+        if (!s.Graph.Devices.Values.Any(d => !d.IsBlock) && Chance(2)) return new DeviceAdd("virtio-scsi-pci", "scsi0", null, false);
+        return new DeviceAdd(One(["virtio-blk-pci", "scsi-hd"]), One(["d0", "d1", "d2"]), ExistingOr(s, "nosuch"), Chance(3));
+    }
+
+    private QomSet QomSet(ModelState s) =>
+        new($"/machine/peripheral/{ExistingId(s.Graph.Devices.Values.Where(d => d.IsBlock).Select(d => d.Id), ["d0", "d1", "d2"])}",
+            "drive", JsonSerializer.Serialize(ExistingOr(s, "nosuch")));
+
+    /// <summary>Mostly an existing id, sometimes any id of the pool (which may not exist).</summary>
+    private string ExistingId(IEnumerable<string> existing, string[] pool)
+    {
+        var list = existing.ToList();
+        return list.Count == 0 || Chance(6) ? One(pool) : One(list);
+    }
+
+    private BlockExportAdd ExportAdd(ModelState s)
+    {
+        var id = One(["e0", "e1", "e2"]);
+        return new BlockExportAdd(id, ExistingOr(s, "nosuch"), id, Chance(2), null, ValueList<string>.Empty, false);
+    }
+
+    private BlockdevSnapshot Snapshot(ModelState s) => new(ExistingOr(s, "nosuch"), ExistingOr(s, "nosuch"));
+
+    private BitmapCommand Bitmap(ModelState s)
+    {
+        var op = One([BitmapOp.Add, BitmapOp.Add, BitmapOp.Remove, BitmapOp.Enable, BitmapOp.Disable, BitmapOp.Clear]);
+        var withBitmaps = s.Graph.Nodes.Values.Where(n => n.Bitmaps.Count > 0).ToList();
+        if (op != BitmapOp.Add && withBitmaps.Count > 0 && !Chance(5))
+        {
+            var n = One(withBitmaps);
+            return new(op, n.Name, One(n.Bitmaps.Select(b => b.Name).ToList()));
+        }
+        return new(op, ExistingOr(s, "nosuch"), One(["bm0", "bm1"]), Persistent: op == BitmapOp.Add && Chance(6));
+    }
+}
