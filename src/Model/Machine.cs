@@ -10,24 +10,6 @@ public sealed record ModelState(Graph Graph, long NameCounter)
     public static readonly ModelState Initial = new(Graph.Empty, 0);
 }
 
-/// <summary>A QMP reply: a return value or an error.</summary>
-public sealed record Reply(JsonNode? Return, QmpError? Error)
-{
-    /// <summary>The empty success <c>{"return": {}}</c>.</summary>
-    public static Reply Ok() => new(new JsonObject(), null);
-
-    /// <summary>True for a success.</summary>
-    public bool IsOk => Error is null;
-
-    /// <summary>The reply as QMP sends it.</summary>
-    public JsonObject ToJson() => Error is null
-        ? new JsonObject { ["return"] = Return?.DeepClone() ?? new JsonObject() }
-        : new JsonObject { ["error"] = new JsonObject { ["class"] = Error.ClassName, ["desc"] = Error.Desc } };
-
-    /// <inheritdoc/>
-    public override string ToString() => ToJson().ToJsonString();
-}
-
 /// <summary>
 /// The executable specification: applies one QMP command to a state and returns the next state and
 /// the reply. A failed command returns the state unchanged (except the name counter).

@@ -224,6 +224,7 @@ public static class Operations
         var g = tx.Graph;
         if (g.Find(node) is not { } n) return tx;
         if (g.RefCount(node) > 0) return tx.NeedsRefresh(node);
+        tx = tx with { Commits = tx.Commits.Add(new DeleteIfUnreferenced(node)) };
         if (!Drivers.ClosesIndependently(n.Driver)) return tx;
         foreach (var e in g.ChildrenOf(node).ToList()) tx = RemoveChild(tx, e);
         return tx;
@@ -271,20 +272,26 @@ public static class Operations
     }
 
     /// <summary>
-    /// Commit: reopen read-only what external snapshots asked for (errors ignored, as QEMU does), then
-    /// delete every node left without references.
+    /// Commit (<c>tran_commit</c>): the commit actions newest first, then the clean actions newest first.
+    /// A node is deleted only if it is still unreferenced; a read-only reopen that fails is ignored.
     /// </summary>
     public static Graph Commit(Tx tx)
     {
         ArgumentNullException.ThrowIfNull(tx);
         var g = tx.Graph;
-        foreach (var n in tx.ReadOnlyAtCommit)
+        foreach (var f in tx.Commits.Reverse().Concat(tx.Cleans.Reverse()))
         {
-            var r = Reopen.SetReadOnly(g, n);
-            if (r.Ok) g = r.Get();
+            switch (f)
+            {
+                case ReopenReadOnly r:
+                    var reopened = Reopen.SetReadOnly(g, r.Node);
+                    if (reopened.Ok) g = reopened.Get();
+                    break;
+                case DeleteIfUnreferenced d when g.Find(d.Node) is not null && g.RefCount(d.Node) == 0:
+                    g = Delete(g, d.Node);
+                    break;
+            }
         }
-        while (g.Nodes.Values.OrderBy(n => n.Seq).FirstOrDefault(n => g.RefCount(n.Name) == 0) is { } dead)
-            g = Delete(g, dead.Name);
         return g;
     }
 }

@@ -33,7 +33,7 @@ public static class Reopen
         }
         var refreshed = Refresh.Nodes(tx.Graph, tx.RefreshList, n => before.Find(n)?.Writable ?? true, before);
         if (!refreshed.Ok) return refreshed.Error!;
-        var done = Operations.Commit(tx.On(refreshed.Get()) with { ReadOnlyAtCommit = [] });
+        var done = Operations.Commit(tx.On(refreshed.Get()));
         foreach (var (n, opts) in newOptions)
         {
             if (done.Find(n) is { } node) done = done.With(node with { Options = opts });

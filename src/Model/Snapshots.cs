@@ -42,7 +42,10 @@ public static class Snapshots
             ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(fileOpts))]));
         var opened = Operations.Open(tx, overlayOpts, old.ReadOnly, false, null);
         if (opened.Error is not null) return new(opened.Tx, opened.Error);
-        return AppendOverlay(opened.Tx, target, opened.Name);
+        // Only the action held the new overlay; its reference goes in the clean phase, so an overlay
+        // over a node without parents is deleted again (observed on QEMU 7.2).
+        var r = AppendOverlay(opened.Tx, target, opened.Name);
+        return r.Error is null ? new(r.Tx with { Cleans = r.Tx.Cleans.Add(new DeleteIfUnreferenced(opened.Name)) }, null) : r;
     }
 
     private static QmpError Lookup(string name) => Results.Fail($"Cannot find device='{name}' nor node-name='{name}'");
@@ -59,6 +62,6 @@ public static class Snapshots
         if (g.Reaches(top, overlay)) return new(tx, Results.Fail($"Making '{top}' a backing child of '{overlay}' would create a cycle"));
 
         var r = Operations.Append(tx, overlay, top);
-        return r.Error is null ? new(r.Tx with { ReadOnlyAtCommit = r.Tx.ReadOnlyAtCommit.Add(top) }, null) : r;
+        return r.Error is null ? new(r.Tx with { Commits = r.Tx.Commits.Add(new ReopenReadOnly(top)) }, null) : r;
     }
 }

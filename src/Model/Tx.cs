@@ -2,18 +2,28 @@ using System.Collections.Immutable;
 
 namespace Verified.Model;
 
+/// <summary>What a transaction does when it commits, in QEMU's commit or clean phase.</summary>
+public abstract record Finish;
+
+/// <summary>Delete the node if nothing references it any more (<c>bdrv_unref_tran</c>'s commit, or a clean-phase unref).</summary>
+public sealed record DeleteIfUnreferenced(string Node) : Finish;
+
+/// <summary>Reopen the node read-only, ignoring failure (external snapshot's commit on the old top).</summary>
+public sealed record ReopenReadOnly(string Node) : Finish;
+
 /// <summary>
 /// The state inside a transaction: the graph as changed so far, the series' refresh list (nodes whose
 /// perms must be recomputed, newest first as QEMU prepends), the generated-name counter (never rolled
-/// back, as in QEMU) and the nodes to reopen read-only at commit (external snapshots).
+/// back, as in QEMU), and what to do at commit: <paramref name="Commits"/> then <paramref name="Cleans"/>,
+/// each list run newest first as QEMU's tran_commit runs its actions.
 /// </summary>
-public sealed record Tx(Graph Graph, ImmutableList<string> RefreshList, long NameCounter, ImmutableList<string> ReadOnlyAtCommit)
+public sealed record Tx(Graph Graph, ImmutableList<string> RefreshList, long NameCounter, ImmutableList<Finish> Commits, ImmutableList<Finish> Cleans)
 {
     /// <summary>The graph the transaction started on: the committed state, whose file locks are held.</summary>
     public Graph Start { get; init; } = Graph;
 
     /// <summary>A transaction starting on <paramref name="g"/>.</summary>
-    public static Tx Begin(Graph g, long nameCounter) => new(g, [], nameCounter, []) { Start = g };
+    public static Tx Begin(Graph g, long nameCounter) => new(g, [], nameCounter, [], []) { Start = g };
 
     /// <summary>Adds a node to the refresh list (prepended; duplicates are harmless).</summary>
     public Tx NeedsRefresh(string node) => this with { RefreshList = RefreshList.Insert(0, node) };

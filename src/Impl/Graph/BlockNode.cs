@@ -1,0 +1,138 @@
+using Verified.Impl.IO;
+using Verified.Vocabulary;
+
+namespace Verified.Impl.Graph;
+
+/// <summary>A dirty bitmap's graph-visible state.</summary>
+public sealed record BitmapInfo(string Name, long Granularity, bool Enabled, bool Persistent);
+
+/// <summary>
+/// A block driver node: mutable, with its parent and child lists in QEMU's order (newest first),
+/// an explicit reference count, cached cumulative parent perms, and the I/O gate used to drain
+/// requests while the graph around it changes.
+/// </summary>
+public sealed partial class BlockNode : IBlockParent
+{
+    internal BlockNode(string name, string driverName, BlockDriver driver, bool readOnly, bool autoNamed, ValueMap<string> options, long seq)
+    {
+        Name = name;
+        DriverName = driverName;
+        Driver = driver;
+        ReadOnly = readOnly;
+        AutoNamed = autoNamed;
+        Options = options;
+        Seq = seq;
+    }
+
+    /// <summary>The node-name.</summary>
+    public string Name { get; }
+
+    /// <summary>The driver's QAPI name.</summary>
+    public string DriverName { get; }
+
+    /// <summary>The driver instance (per node; it holds the node's open resources).</summary>
+    public BlockDriver Driver { get; }
+
+    /// <summary>Opened read-only.</summary>
+    public bool ReadOnly { get; internal set; }
+
+    /// <summary>Whether the monitor holds a reference (blockdev-add'ed).</summary>
+    public bool MonitorOwned { get; internal set; }
+
+    /// <summary>Whether the name was generated.</summary>
+    public bool AutoNamed { get; }
+
+    /// <summary>Scalar options as given at open (and changed by reopen).</summary>
+    public ValueMap<string> Options { get; internal set; }
+
+    /// <summary>The node this one was created inline under (reopen cascades read-only to it).</summary>
+    public BlockNode? InheritsFrom { get; internal set; }
+
+    /// <summary>Creation stamp (nodes list oldest first).</summary>
+    public long Seq { get; }
+
+    /// <summary>QEMU's reference count: parent edges, the monitor, and internal holders.</summary>
+    public int RefCount { get; internal set; }
+
+    /// <summary>Set when the node has been deleted (closed).</summary>
+    public bool Deleted { get; internal set; }
+
+    /// <summary>Parent edges, oldest attachment first; QEMU's order is the reverse.</summary>
+    internal List<BdrvChild> ParentList { get; } = [];
+
+    /// <summary>Child edges, oldest first; QEMU's order is the reverse.</summary>
+    internal List<BdrvChild> ChildList { get; } = [];
+
+    /// <summary>Dirty bitmaps, oldest first.</summary>
+    internal List<BitmapInfo> BitmapList { get; } = [];
+
+    /// <summary>Cumulative perm of all parent edges, as of the last refresh of this node.</summary>
+    public Perm CumulativePerm { get; internal set; }
+
+    /// <summary>Cumulative shared perm of all parent edges, as of the last refresh of this node.</summary>
+    public Perm CumulativeShared { get; internal set; } = Perm.All;
+
+    /// <summary>Mark for graph walks (a walk stamps nodes with its own epoch instead of using a set).</summary>
+    internal long WalkEpoch { get; set; }
+
+    /// <summary>Writable: opened read-write (Verified has no inactive nodes).</summary>
+    public bool Writable => !ReadOnly;
+
+    /// <summary>The <c>force-share</c> option.</summary>
+    public bool ForceShare => Options.GetOr("force-share", "false") == "true";
+
+    /// <summary>Parent edges in QEMU's order (newest first).</summary>
+    public IEnumerable<BdrvChild> Parents
+    {
+        get
+        {
+            for (int i = ParentList.Count - 1; i >= 0; i--) yield return ParentList[i];
+        }
+    }
+
+    /// <summary>Child edges in QEMU's order (newest first).</summary>
+    public IEnumerable<BdrvChild> Children
+    {
+        get
+        {
+            for (int i = ChildList.Count - 1; i >= 0; i--) yield return ChildList[i];
+        }
+    }
+
+    /// <summary>Bitmaps in QEMU's order (newest first).</summary>
+    public IEnumerable<BitmapInfo> Bitmaps => Enumerable.Reverse(BitmapList);
+
+    /// <summary>The child edge named <paramref name="name"/>, or null.</summary>
+    public BdrvChild? Child(string name)
+    {
+        foreach (var c in ChildList)
+        {
+            if (c.Name == name) return c;
+        }
+        return null;
+    }
+
+    /// <summary>A string option's value, or null.</summary>
+    public string? Str(string key) => Options.TryGetValue(key, out var v) ? System.Text.Json.Nodes.JsonNode.Parse(v)!.GetValue<string>() : null;
+
+    /// <summary>Computes the cumulative perms from the current parent edges.</summary>
+    internal (Perm Perm, Perm Shared) ComputeCumulative()
+    {
+        Perm p = Perm.None, s = Perm.All;
+        foreach (var e in ParentList)
+        {
+            p |= e.Perm;
+            s &= e.Shared;
+        }
+        return (p, s);
+    }
+
+    string IBlockParent.Description => $"node '{Name}'";
+
+    string IBlockParent.GraphName => Name;
+
+    bool IBlockParent.StaysAtNode => false;
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Name} ({DriverName})";
+}
