@@ -3,6 +3,8 @@ using Verified.Vocabulary;
 namespace Verified.Impl.IO;
 
 /// <summary>null-co / null-aio: a size, reads of zeroes (or nothing), writes dropped, optional latency.</summary>
+[BlockDriverName("null-co")]
+[BlockDriverName("null-aio")]
 public sealed class NullDriver : BlockDriver
 {
     /// <summary>QEMU's default size: 1 GiB.</summary>
@@ -49,9 +51,10 @@ public sealed class NullDriver : BlockDriver
 }
 
 /// <summary>
-/// A filter that forwards every request to its primary child unchanged: compress's graph behaviour
-/// until compressed writes exist (they need qcow2), and the base of the other filters.
+/// A filter that forwards every request to its primary child unchanged: compress's behaviour until
+/// compressed writes exist (they need qcow2), and a base for the other filters.
 /// </summary>
+[BlockDriverName("compress")]
 public class ForwardingDriver : BlockDriver
 {
     /// <inheritdoc/>

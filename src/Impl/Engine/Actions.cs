@@ -1,0 +1,233 @@
+using Verified.Impl.Graph;
+using Verified.Impl.Rules;
+using Verified.Vocabulary;
+
+namespace Verified.Impl.Engine;
+
+/// <summary>The series' transaction and its actions.</summary>
+public sealed partial class BlockEngine
+{
+    private static bool IsGraphAction(Command c) => c is BlockdevAdd or BlockdevDel or BlockdevReplace;
+
+    /// <summary>
+    /// Runs actions as one transaction: graph actions change the graph and queue nodes; the queue is
+    /// refreshed before each other action and once at the end; any error aborts everything.
+    /// </summary>
+    private QmpError? RunTransaction(IReadOnlyList<Command> actions, bool refreshEveryAction)
+    {
+        var tran = new UndoLog();
+        var refresh = new List<BlockNode>();
+        foreach (var action in actions)
+        {
+            if (refresh.Count > 0 && (refreshEveryAction || !IsGraphAction(action)))
+            {
+                var rerr = RefreshQueued(tran, refresh);
+                if (rerr is not null) { tran.Abort(); return rerr; }
+            }
+            var err = Prepare(tran, action, refresh);
+            if (err is not null) { tran.Abort(); return err; }
+        }
+        var last = RefreshQueued(tran, refresh);
+        if (last is not null) { tran.Abort(); return last; }
+        tran.Commit();
+        return null;
+    }
+
+    /// <summary>Runs a transaction under the step-by-step policy (refresh after every action), for comparisons.</summary>
+    public Reply ExecuteStepwise(Vocabulary.Transaction t)
+    {
+        ArgumentNullException.ThrowIfNull(t);
+        lock (graphLock)
+        {
+            using var drained = Io.Drain();
+            var err = RunTransaction(t.Actions, refreshEveryAction: true);
+            return err is null ? Reply.Ok() : new Reply(null, err);
+        }
+    }
+
+    private static QmpError? RefreshQueued(UndoLog tran, List<BlockNode> refresh)
+    {
+        var list = Enumerable.Reverse(refresh).ToList();
+        refresh.Clear();
+        return Refresher.Refresh(list, tran);
+    }
+
+    private QmpError? Prepare(UndoLog tran, Command action, List<BlockNode> refresh) => action switch
+    {
+        BlockdevAdd a => Add(tran, a.Options, refresh),
+        BlockdevDel d => Del(tran, d.NodeName, refresh),
+        BlockdevReplace r => Replace(tran, r, refresh),
+        BlockdevSnapshot s => Snapshot(tran, s),
+        BlockdevSnapshotSync s => SnapshotSync(tran, s),
+        BitmapCommand b => Bitmap(tran, b),
+        AbortAction => QmpError.Generic("Transaction aborted using Abort action"),
+        _ => throw new ArgumentException($"{action.Name} is not a transaction action", nameof(action)),
+    };
+
+    private QmpError? Add(UndoLog tran, BlockdevOptions o, List<BlockNode> refresh)
+    {
+        if (o.NodeName is null) return QmpError.Generic("'node-name' must be specified for the root node");
+        var (node, err) = Open(tran, o, null, false);
+        if (err is not null) return err;
+        node!.MonitorOwned = true;
+        node.RefCount++;
+        tran.Add(abort: () => { node.MonitorOwned = false; node.RefCount--; });
+        refresh.Add(node);
+        return null;
+    }
+
+    private QmpError? Del(UndoLog tran, string name, List<BlockNode> refresh)
+    {
+        if (!nodes.TryGetValue(name, out var node)) return QmpError.Generic($"Failed to find node with node-name='{name}'");
+        foreach (var e in node.ParentList)
+        {
+            if (e.Parent is DeviceParent or ExportParent) return QmpError.Generic($"Node {name} is in use");
+        }
+        var busy = Blocker(node);
+        if (busy is not null) return busy;
+        if (!node.MonitorOwned) return QmpError.Generic($"Node {name} is not owned by the monitor");
+        if (node.RefCount > 1) return QmpError.Generic($"Block device {name} is in use");
+        node.MonitorOwned = false;
+        tran.Add(abort: () => node.MonitorOwned = true);
+        UnrefTran(tran, node, refresh);
+        return null;
+    }
+
+    private QmpError? Replace(UndoLog tran, BlockdevReplace r, List<BlockNode> refresh)
+    {
+        BdrvChild? edge;
+        switch (r.Parent)
+        {
+            case ReplaceDriverParent d:
+                if (!nodes.TryGetValue(d.NodeName, out var p)) return QmpError.Generic($"Block driver node with node-name '{d.NodeName}' not found");
+                edge = p.Child(d.Child);
+                if (edge is null) return QmpError.Generic($"Block driver node '{d.NodeName}' doesn't have child named '{d.Child}'");
+                break;
+            case ReplaceQdevParent q:
+                var dev = ResolveDevice(q.QdevId);
+                if (dev is null) return new QmpError(ErrorClass.DeviceNotFound, $"Device '{q.QdevId}' not found");
+                edge = dev.Root;
+                if (edge is null) return QmpError.Generic($"Device '{q.QdevId}' is empty, nothing to replace");
+                break;
+            case ReplaceExportParent x:
+                if (!exports.TryGetValue(x.ExportId, out var exp)) return QmpError.Generic($"Export '{x.ExportId}' not found");
+                edge = exp.Root;
+                if (edge is null) return QmpError.Generic($"Export '{x.ExportId}' is empty, nothing to replace");
+                break;
+            default:
+                throw new ArgumentException("unknown parent type", nameof(r));
+        }
+        if (!nodes.TryGetValue(r.NewChild, out var to)) return QmpError.Generic($"Node '{r.NewChild}' not found");
+        var frozen = Frozen(edge);
+        if (frozen is not null) return frozen;
+        if (edge.Parent is BlockNode parent && Reaches(to, parent))
+            return QmpError.Generic($"Making '{r.NewChild}' a {edge.Name} child of '{parent.Name}' would create a cycle");
+        ReplaceChild(tran, edge, to, refresh);
+        return null;
+    }
+
+    private QmpError? Snapshot(UndoLog tran, BlockdevSnapshot s)
+    {
+        if (!nodes.TryGetValue(s.Node, out var top)) return QmpError.Generic($"Cannot find device='{s.Node}' nor node-name='{s.Node}'");
+        var busy = Blocker(top);
+        if (busy is not null) return busy;
+        if (!nodes.TryGetValue(s.Overlay, out var overlay)) return QmpError.Generic($"Cannot find device='{s.Overlay}' nor node-name='{s.Overlay}'");
+        return AppendOverlay(tran, top, overlay);
+    }
+
+    private QmpError? SnapshotSync(UndoLog tran, BlockdevSnapshotSync s)
+    {
+        var target = s.NodeName ?? s.Device ?? "";
+        if (!nodes.TryGetValue(target, out var top)) return QmpError.Generic($"Cannot find device='{s.Device ?? ""}' nor node-name='{s.NodeName ?? ""}'");
+        var busy = Blocker(top);
+        if (busy is not null) return busy;
+        if (s.NodeName is not null && s.SnapshotNodeName is null) return QmpError.Generic("New overlay node-name missing");
+        if (s.SnapshotNodeName is { } sn)
+        {
+            if (nodes.ContainsKey(sn)) return QmpError.Generic("New overlay node-name already in use");
+            if (!Names.IsWellFormed(sn)) return QmpError.Generic($"Invalid node-name: '{sn}'");
+        }
+        if (s.Format != "qcow2") return QmpError.Generic($"Unknown driver '{s.Format}'");
+        var file = new BlockdevOptions("file", null, ValueMap<string>.Empty.SetItem("filename", System.Text.Json.JsonSerializer.Serialize(s.SnapshotFile)), ValueList<ChildOption>.Empty);
+        var opts = new BlockdevOptions(s.Format, s.SnapshotNodeName, ValueMap<string>.Empty,
+            ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(file))]));
+        var (overlay, err) = Open(tran, opts, top.ReadOnly, false);
+        if (err is not null) return err;
+        // The action's own reference keeps the overlay alive until the clean phase, where an overlay
+        // nothing else holds (one over a node without parents) is deleted again, as in QEMU 7.2.
+        overlay!.RefCount++;
+        tran.Add(abort: () => overlay.RefCount--);
+        err = AppendOverlay(tran, top, overlay);
+        if (err is not null) return err;
+        tran.Add(abort: null, commit: null, clean: () =>
+        {
+            if (overlay.Deleted) return;
+            overlay.RefCount--;
+            if (overlay.RefCount == 0) Delete(overlay);
+        });
+        return null;
+    }
+
+    private QmpError? AppendOverlay(UndoLog tran, BlockNode top, BlockNode overlay)
+    {
+        if ((overlay.ComputeCumulative().Perm & Perm.ConsistentRead) != 0) return QmpError.Generic("The overlay is already in use");
+        if (PermRules.IsFilter(overlay.DriverName)) return QmpError.Generic("Filters cannot be used as overlays");
+        if (overlay.Child("backing") is not null) return QmpError.Generic("The overlay already has a backing image");
+        if (!PermRules.SupportsBacking(overlay.DriverName)) return QmpError.Generic("The overlay does not support backing images");
+        if (Reaches(top, overlay)) return QmpError.Generic($"Making '{top.Name}' a backing child of '{overlay.Name}' would create a cycle");
+        var err = Append(tran, overlay, top);
+        if (err is not null) return err;
+        tran.Add(abort: null, commit: () => ReopenReadOnlyIgnoringErrors(top));
+        return null;
+    }
+
+    private QmpError? Bitmap(UndoLog tran, BitmapCommand c)
+    {
+        if (c.Op == BitmapOp.Add)
+        {
+            if (!nodes.TryGetValue(c.Node, out var n)) return QmpError.Generic($"Cannot find device='{c.Node}' nor node-name='{c.Node}'");
+            long gran = c.Granularity ?? BitmapGranularityDefault;
+            if (gran < 512 || gran > (1L << 31) || (gran & (gran - 1)) != 0)
+                return QmpError.Generic("Granularity must be power of 2 between 512 and 2147483648");
+            if (c.Bitmap.Length == 0) return QmpError.Generic("Bitmap name cannot be empty");
+            if (c.Bitmap.Length > BitmapNameLengthMax) return QmpError.Generic("Bitmap name is too long");
+            if (n.BitmapList.Exists(b => b.Name == c.Bitmap)) return QmpError.Generic($"Bitmap already exists: {c.Bitmap}");
+            if (c.Persistent && n.DriverName != "qcow2") return QmpError.Generic($"Can't store persistent bitmaps to {n.Name}: Operation not supported");
+            var bm = new BitmapInfo(c.Bitmap, gran, !c.Disabled, c.Persistent);
+            n.BitmapList.Add(bm);
+            tran.Add(abort: () => n.BitmapList.Remove(bm));
+            return null;
+        }
+        if (!nodes.TryGetValue(c.Node, out var node)) return QmpError.Generic($"Node '{c.Node}' not found");
+        int i = node.BitmapList.FindIndex(b => b.Name == c.Bitmap);
+        if (i < 0) return QmpError.Generic($"Dirty bitmap '{c.Bitmap}' not found");
+        var old = node.BitmapList[i];
+        switch (c.Op)
+        {
+            case BitmapOp.Remove:
+                node.BitmapList.RemoveAt(i);
+                tran.Add(abort: () => node.BitmapList.Insert(i, old));
+                return null;
+            case BitmapOp.Enable or BitmapOp.Disable:
+                node.BitmapList[i] = old with { Enabled = c.Op == BitmapOp.Enable };
+                tran.Add(abort: () => node.BitmapList[i] = old);
+                return null;
+            case BitmapOp.Merge:
+                foreach (var src in c.Sources ?? ValueList<BitmapRef>.Empty)
+                {
+                    var sn = src.Node ?? c.Node;
+                    if (!nodes.TryGetValue(sn, out var srcNode)) return QmpError.Generic($"Node '{sn}' not found");
+                    if (!srcNode.BitmapList.Exists(b => b.Name == src.Name)) return QmpError.Generic($"Dirty bitmap '{src.Name}' not found");
+                }
+                return null;
+            default:
+                return null;
+        }
+    }
+
+    /// <summary>Granularity of a new bitmap when none is given.</summary>
+    public const long BitmapGranularityDefault = 65536;
+
+    /// <summary>Longest bitmap name.</summary>
+    public const int BitmapNameLengthMax = 1023;
+}

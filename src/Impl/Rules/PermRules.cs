@@ -1,0 +1,90 @@
+using Verified.Impl.Graph;
+using Verified.Vocabulary;
+
+namespace Verified.Impl.Rules;
+
+/// <summary>
+/// The implementation's statement of each driver's graph rules: child roles, filter and protocol
+/// flags, close behaviour, and the child permission function (QEMU's <c>bdrv_child_perm</c>).
+/// Written apart from the model; the oracle compares the two.
+/// </summary>
+internal static class PermRules
+{
+    private const Perm CR = Perm.ConsistentRead, W = Perm.Write, WU = Perm.WriteUnchanged, RS = Perm.Resize, ALL = Perm.All;
+
+    public static bool IsFilter(string d) => d switch
+    {
+        "throttle" or "copy-on-read" or "compress" or "preallocate" or "blkdebug" or "copy-before-write" => true,
+        _ => false,
+    };
+
+    /// <summary>Drivers opening their own children; the rest get <c>file</c> opened before their name.</summary>
+    public static bool IsProtocol(string d) => d is "file" or "null-co" or "null-aio" or "blkdebug";
+
+    /// <summary>No close hook, or copy-before-write's independent_close: children go at unref time.</summary>
+    public static bool ClosesIndependently(string d) => d is "raw" or "compress" or "snapshot-access" or "copy-before-write" or "null-co" or "null-aio";
+
+    public static bool SupportsBacking(string d) => d == "qcow2";
+
+    public static Role RoleOf(string driver, string child, ValueMap<string> options) => (driver, child) switch
+    {
+        ("qcow2", "file") => Role.Data | Role.Metadata | Role.Primary,
+        ("qcow2", "backing") => Role.Cow,
+        ("raw", "file") when options.ContainsKey("size") || options.GetOr("offset", "0") != "0" => Role.Data | Role.Primary,
+        ("copy-before-write", "target") => Role.Data,
+        ("snapshot-access", "file") => Role.Data | Role.Primary,
+        _ => Role.Filtered | Role.Primary,
+    };
+
+    /// <summary>The perm and shared perm <paramref name="parent"/> takes on <paramref name="c"/> given its cumulative perms.</summary>
+    public static (Perm, Perm) ChildPerm(BlockNode parent, BdrvChild c, Perm perm, Perm shared)
+    {
+        var (p, s) = Rule(parent, c, perm, shared);
+        return (p, c.Node.ForceShare ? ALL : s);
+    }
+
+    private static (Perm, Perm) Rule(BlockNode parent, BdrvChild c, Perm perm, Perm shared)
+    {
+        switch (parent.DriverName)
+        {
+            case "snapshot-access":
+                return (Perm.None, ALL);
+            case "copy-on-read":
+                return ((perm & (CR | W | RS)) | WU, (shared & (CR | W | RS)) | WU);
+            case "copy-before-write" when c.Name == "target":
+                return (W, ALL & ~RS);
+            case "copy-before-write":
+                bool strict = parent.Str("x-perm-scheme") != "upstream";
+                return strict || parent.ParentList.Count > 0 ? (perm | CR, shared & ~(W | RS)) : (perm, shared);
+            case "blkdebug":
+                return (perm | Bits(parent, "take-child-perms"), shared & ~Bits(parent, "unshare-child-perms"));
+            case "preallocate":
+                return (perm & (W | RS)) == (W | RS) ? (perm, shared & ~(W | RS)) : (perm, shared);
+        }
+        var role = c.Role;
+        if ((role & Role.Filtered) != 0) return (perm, shared);
+        if ((role & Role.Cow) != 0) return (perm & CR, (shared & W) != 0 ? ALL : CR | WU);
+        Perm np = perm, ns = shared;
+        if ((role & Role.Metadata) != 0)
+        {
+            np |= CR | (parent.Writable ? W | RS : Perm.None);
+            ns &= ~(W | RS);
+        }
+        if ((role & Role.Data) != 0)
+        {
+            ns &= ~RS;
+            if ((np & WU) != 0) np |= W;
+            if ((np & W) != 0) np |= RS;
+        }
+        if (parent.DriverName == "raw") np = (np & ~(W | RS)) | (perm & (W | RS));
+        return (np, ns);
+    }
+
+    private static Perm Bits(BlockNode n, string key)
+    {
+        if (!n.Options.TryGetValue(key, out var json)) return Perm.None;
+        Perm p = Perm.None;
+        foreach (var x in System.Text.Json.Nodes.JsonNode.Parse(json)!.AsArray()) p |= Perms.ParseQapi(x!.GetValue<string>()) ?? Perm.None;
+        return p;
+    }
+}
