@@ -19,7 +19,7 @@ public sealed partial class BlockEngine
         BlockNode? node = null;
         if (c.Drive is not null && !nodes.TryGetValue(c.Drive, out node))
             return QmpError.Generic($"Property '{(c.Driver == "virtio-blk-pci" ? "virtio-blk-device" : c.Driver)}.drive' can't find value '{c.Drive}'");
-        var dev = new DeviceParent(c.Id, c.Driver, c.ShareRw, node is { ReadOnly: true }, NextSeq());
+        var dev = new DeviceParent(c.Id, c.Driver, c.ShareRw, node is { ReadOnly: true }, NextSeq(), Io);
         if (node is not null)
         {
             var err = AttachRoot(dev, node);
@@ -79,7 +79,7 @@ public sealed partial class BlockEngine
         {
             if (!node.BitmapList.Exists(x => x.Name == b)) return QmpError.Generic($"Bitmap '{b}' is not found");
         }
-        var exp = new ExportParent(c.Id, name, c.Writable, c.Description, c.Bitmaps, NextSeq());
+        var exp = new ExportParent(c.Id, name, c.Writable, c.Description, c.Bitmaps, NextSeq(), Io);
         var err = AttachRoot(exp, node);
         if (err is not null) return err;
         exports.Add(c.Id, exp);

@@ -2,13 +2,100 @@ using Verified.Vocabulary;
 
 namespace Verified.Impl.Graph;
 
-/// <summary>A root parent: a device, an export or a job, holding at most one edge to a node.</summary>
+/// <summary>
+/// A root parent: a device, an export or a job, holding at most one edge to a node. Its I/O methods
+/// are the way requests enter the graph: each is admitted by the engine's gate (so graph changes can
+/// drain them) and refused with EPERM when the parent has not taken the permission it needs.
+/// </summary>
 public abstract class RootParent : IBlockParent
 {
-    internal RootParent(string id, long seq)
+    private readonly IO.IoGate gate;
+
+    internal RootParent(string id, long seq, IO.IoGate gate)
     {
         Id = id;
         Seq = seq;
+        this.gate = gate;
+    }
+
+    /// <summary>The size of the node attached (0 when empty).</summary>
+    public long Length => Root?.Node.Length ?? 0;
+
+    /// <summary>Reads through the attached node.</summary>
+    public async ValueTask ReadAsync(long offset, Memory<byte> buffer)
+    {
+        await gate.EnterAsync().ConfigureAwait(false);
+        try
+        {
+            await Attached(Perm.None).ReadAsync(offset, buffer).ConfigureAwait(false);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
+
+    /// <summary>Writes through the attached node (needs the write permission).</summary>
+    public async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, IO.WriteFlags flags = IO.WriteFlags.None)
+    {
+        await gate.EnterAsync().ConfigureAwait(false);
+        try
+        {
+            await Attached(Perm.Write).WriteAsync(offset, data, flags).ConfigureAwait(false);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
+
+    /// <summary>Writes zeroes through the attached node (needs the write permission).</summary>
+    public async ValueTask WriteZeroesAsync(long offset, long length, IO.WriteFlags flags = IO.WriteFlags.None)
+    {
+        await gate.EnterAsync().ConfigureAwait(false);
+        try
+        {
+            await Attached(Perm.Write).WriteZeroesAsync(offset, length, flags).ConfigureAwait(false);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
+
+    /// <summary>Discards through the attached node (needs the write permission).</summary>
+    public async ValueTask DiscardAsync(long offset, long length)
+    {
+        await gate.EnterAsync().ConfigureAwait(false);
+        try
+        {
+            await Attached(Perm.Write).DiscardAsync(offset, length).ConfigureAwait(false);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
+
+    /// <summary>Flushes the attached node.</summary>
+    public async ValueTask FlushAsync()
+    {
+        await gate.EnterAsync().ConfigureAwait(false);
+        try
+        {
+            if (Root is { } r) await r.Node.FlushAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
+
+    private BlockNode Attached(Perm needed)
+    {
+        var root = Root ?? throw new IO.BlockIOException(IO.Errnos.EIO, $"'{Id}' has no medium");
+        if ((root.Perm & needed) != needed) throw new IO.BlockIOException(IO.Errnos.EPERM, $"'{Id}' may not {Perms.DisplayText(needed)}");
+        return root.Node;
     }
 
     /// <summary>The parent's id.</summary>
@@ -36,7 +123,7 @@ public abstract class RootParent : IBlockParent
 /// <summary>A guest device model: a block device (virtio-blk-pci, scsi-hd) or a SCSI controller.</summary>
 public sealed class DeviceParent : RootParent
 {
-    internal DeviceParent(string id, string model, bool shareRw, bool readOnly, long seq) : base(id, seq)
+    internal DeviceParent(string id, string model, bool shareRw, bool readOnly, long seq, IO.IoGate gate) : base(id, seq, gate)
     {
         Model = model;
         ShareRw = shareRw;
@@ -70,7 +157,7 @@ public sealed class DeviceParent : RootParent
 /// <summary>An NBD export.</summary>
 public sealed class ExportParent : RootParent
 {
-    internal ExportParent(string id, string exportName, bool writable, string? description, ValueList<string> bitmaps, long seq) : base(id, seq)
+    internal ExportParent(string id, string exportName, bool writable, string? description, ValueList<string> bitmaps, long seq, IO.IoGate gate) : base(id, seq, gate)
     {
         ExportName = exportName;
         Writable = writable;
