@@ -54,6 +54,8 @@ public static class Machine
                 return Graphs(s, Objects.Add(g, o));
             case ObjectDel o:
                 return Graphs(s, Objects.Del(g, o.Id));
+            case BlockdevChange b:
+                return (s, new Reply(null, Objects.Change(g, b)));
             case Query q:
                 return (s, new Reply(Queries.Answer(g, q.Command), null));
             default:
@@ -97,6 +99,19 @@ public static class Objects
         if (!Names.IsWellFormed(o.Id)) return Results.Fail($"Parameter 'id' expects an identifier");
         if (g.Objects.ContainsKey(o.Id)) return Results.Fail($"attempt to add duplicate property '{o.Id}' to object (type 'container')");
         return g with { Objects = g.Objects.SetItem(o.Id, new QomObject(o.Id, o.QomType, o.Props)) };
+    }
+
+    /// <summary>x-blockdev-change: only quorum supports it, and Verified has no quorum driver, so it always refuses.</summary>
+    public static QmpError Change(Graph g, BlockdevChange c)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        ArgumentNullException.ThrowIfNull(c);
+        if (g.Find(c.Parent) is null) return Results.Fail($"Cannot find device='{c.Parent}' nor node-name='{c.Parent}'");
+        if ((c.Child is null) == (c.Node is null))
+            return Results.Fail(c.Child is null ? "Either child or node must be specified" : "The parameters child and node are in conflict");
+        if (c.Child is not null) return Results.Fail($"The node {c.Parent} does not support removing a child");
+        if (g.Find(c.Node!) is null) return Results.Fail($"Node '{c.Node}' not found");
+        return Results.Fail($"The node {c.Parent} does not support adding a child");
     }
 
     /// <summary>object-del: refused while a throttle node uses the group.</summary>

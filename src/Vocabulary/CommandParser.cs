@@ -122,6 +122,9 @@ public static class CommandParser
             case "block-export-del":
                 return Struct(args, prefix, [new("id", FieldType.Str, false), new("mode", new FieldType.Enum(["safe", "hard"]))],
                     a => new BlockExportDel(S(a, "id")!, S(a, "mode") ?? "safe"));
+            case "x-blockdev-change":
+                return Struct(args, prefix, [new("parent", FieldType.Str, false), new("child", FieldType.Str), new("node", FieldType.Str)],
+                    a => new BlockdevChange(S(a, "parent")!, S(a, "child"), S(a, "node")));
             case "object-del":
                 return Struct(args, prefix, [new("id", FieldType.Str, false)], a => new ObjectDel(S(a, "id")!));
             default:

@@ -41,12 +41,21 @@ public static class CommandWriter
             BlockExportDel e => new JsonObject { ["id"] = e.Id, ["mode"] = e.Mode },
             ObjectAdd o => Object(o),
             ObjectDel o => new JsonObject { ["id"] = o.Id },
+            BlockdevChange b => Change(b),
             BlockdevSnapshot s => new JsonObject { ["node"] = s.Node, ["overlay"] = s.Overlay },
             BlockdevSnapshotSync s => SnapshotSync(s),
             BitmapCommand b => Bitmap(b),
             Query => [],
             _ => throw new ArgumentException($"cannot write {c.Name}", nameof(c)),
         };
+    }
+
+    private static JsonObject Change(BlockdevChange b)
+    {
+        var o = new JsonObject { ["parent"] = b.Parent };
+        if (b.Child is not null) o["child"] = b.Child;
+        if (b.Node is not null) o["node"] = b.Node;
+        return o;
     }
 
     private static JsonObject Replace(BlockdevReplace r)

@@ -179,6 +179,13 @@ public sealed record BitmapCommand(BitmapOp Op, string Node, string Bitmap, long
     public override string Name => "block-dirty-bitmap-" + Op.ToString().ToLowerInvariant();
 }
 
+/// <summary><c>x-blockdev-change</c>: add or remove a child of a quorum node (<paramref name="Child"/> xor <paramref name="Node"/>).</summary>
+public sealed record BlockdevChange(string Parent, string? Child, string? Node) : Command
+{
+    /// <inheritdoc/>
+    public override string Name => "x-blockdev-change";
+}
+
 /// <summary>The query commands the model answers.</summary>
 public sealed record Query(string Command) : Command
 {

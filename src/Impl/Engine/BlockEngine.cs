@@ -139,6 +139,7 @@ public sealed partial class BlockEngine : IDisposable
         BlockExportDel e => ExportDel(e.Id),
         ObjectAdd o => ObjectAdd(o),
         ObjectDel o => ObjectDel(o.Id),
+        BlockdevChange b => Change(b),
         _ => new QmpError(ErrorClass.CommandNotFound, $"The command {c.Name} has not been found"),
     };
 

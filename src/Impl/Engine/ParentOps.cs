@@ -110,6 +110,16 @@ public sealed partial class BlockEngine
         return null;
     }
 
+    /// <summary>x-blockdev-change: quorum only, and there is no quorum driver.</summary>
+    private QmpError Change(BlockdevChange c)
+    {
+        if (!nodes.ContainsKey(c.Parent)) return QmpError.Generic($"Cannot find device='{c.Parent}' nor node-name='{c.Parent}'");
+        if (c.Child is null && c.Node is null) return QmpError.Generic("Either child or node must be specified");
+        if (c.Child is not null && c.Node is not null) return QmpError.Generic("The parameters child and node are in conflict");
+        if (c.Child is not null) return QmpError.Generic($"The node {c.Parent} does not support removing a child");
+        return nodes.ContainsKey(c.Node!) ? QmpError.Generic($"The node {c.Parent} does not support adding a child") : QmpError.Generic($"Node '{c.Node}' not found");
+    }
+
     private QmpError? ObjectDel(string id)
     {
         if (!objects.TryGetValue(id, out var o)) return QmpError.Generic($"object '{id}' not found");
