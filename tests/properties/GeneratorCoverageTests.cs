@@ -3,6 +3,7 @@
 // only refusals), that every command kind is generated and succeeds at least sometimes, and that
 // the series' policy accepts strictly more than step-by-step checking on a known case.
 using Verified.Model;
+using Verified.Oracle;
 using Verified.Vocabulary;
 using Xunit;
 using Xunit.Abstractions;

@@ -8,6 +8,7 @@ using FsCheck.Xunit;
 using Verified.Model;
 using Verified.Proofs;
 using Verified.Proofs.Smt;
+using Verified.Oracle;
 using Verified.Vocabulary;
 using Xunit;
 

@@ -2,7 +2,7 @@ using System.Text.Json;
 using Verified.Model;
 using Verified.Vocabulary;
 
-namespace Verified.Tests.Properties;
+namespace Verified.Oracle;
 
 /// <summary>
 /// Random QMP commands for a model state, drawn from a choice stream so that a property library can

@@ -1,0 +1,91 @@
+using System.Text;
+using Verified.Impl.Engine;
+using Verified.Model;
+using Verified.Vocabulary;
+using ImplGraph = Verified.Impl.Graph;
+
+namespace Verified.Oracle;
+
+/// <summary>
+/// The abstraction both engines are compared under: one canonical text per engine state, line by
+/// line — every node with its driver, flags, options, bitmaps and reference count; every node's
+/// parents and children in QEMU's order with perms; devices, exports, objects, the NBD server, the
+/// generated-name counter. Internal stamps (edge ids, sequence numbers) are left out; only the orders
+/// they define are kept.
+/// </summary>
+public static class Canonical
+{
+    /// <summary>The canonical text of a model state.</summary>
+    public static string Of(ModelState s)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        var g = s.Graph;
+        var sb = new StringBuilder();
+        foreach (var n in g.Nodes.Values.OrderBy(n => n.Seq))
+        {
+            NodeLine(sb, n.Name, n.Driver, n.ReadOnly, n.MonitorOwned, n.AutoNamed, n.Options, n.InheritsFrom,
+                n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)), g.RefCount(n.Name));
+            EdgeLines(sb, n.Name, "parents", g.ParentsOf(n.Name).Select(e => $"{Label(g.GraphName(e.Parent))}.{e.Name}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}"));
+            EdgeLines(sb, n.Name, "children", g.ChildrenOf(n.Name).Select(e => $"{e.Name}->{Label(e.Child)}:{Roles.Short(e.Role)}"));
+        }
+        foreach (var d in g.Devices.Values.OrderBy(d => d.Seq))
+            sb.AppendLine($"device {d.Id} {d.Model} share-rw={d.ShareRw} ro={d.ReadOnly} root={Root(g.RootEdge(new DeviceParent(d.Id)))}");
+        foreach (var x in g.Exports.Values.OrderBy(x => x.Seq))
+            sb.AppendLine($"export {x.Id} name={x.ExportName} writable={x.Writable} root={Root(g.RootEdge(new ExportParent(x.Id)))}");
+        foreach (var o in g.Objects.Values.OrderBy(o => o.Id, StringComparer.Ordinal)) sb.AppendLine($"object {o.Id} {o.Type}");
+        sb.AppendLine($"nbd-server={g.NbdServerRunning} name-counter={s.NameCounter}");
+        return sb.ToString();
+    }
+
+    /// <summary>The canonical text of the implementation's state.</summary>
+    public static string Of(BlockEngine e)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        var sb = new StringBuilder();
+        foreach (var n in e.Nodes)
+        {
+            NodeLine(sb, n.Name, n.DriverName, n.ReadOnly, n.MonitorOwned, n.AutoNamed, n.Options, n.InheritsFrom?.Name,
+                n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)), n.RefCount);
+            EdgeLines(sb, n.Name, "parents", n.Parents.Select(c => $"{Label(c.Parent.GraphName)}.{c.Name}:{Perms.Short(c.Perm)}/{Perms.Short(c.Shared)}"));
+            EdgeLines(sb, n.Name, "children", n.Children.Select(c => $"{c.Name}->{Label(c.Node.Name)}:{Roles.Short(c.Role)}"));
+        }
+        foreach (var d in e.Devices)
+            sb.AppendLine($"device {d.Id} {d.Model} share-rw={d.ShareRw} ro={d.ReadOnly} root={Root(d.Root)}");
+        foreach (var x in e.Exports)
+            sb.AppendLine($"export {x.Id} name={x.ExportName} writable={x.Writable} root={Root(x.Root)}");
+        foreach (var o in e.Objects) sb.AppendLine($"object {o.Id} {o.Type}");
+        sb.AppendLine($"nbd-server={e.NbdServerRunning} name-counter={e.NameCounter}");
+        return sb.ToString();
+    }
+
+    private static string Label(string name) => name;
+
+    private static string Root(Edge? e) => e is null ? "-" : $"{e.Child}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}";
+
+    private static string Root(ImplGraph.BdrvChild? e) => e is null ? "-" : $"{e.Node.Name}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}";
+
+    private static void NodeLine(StringBuilder sb, string name, string driver, bool ro, bool monitor, bool auto, ValueMap<string> options,
+        string? inherits, IEnumerable<(string Name, long Granularity, bool Enabled, bool Persistent)> bitmaps, int refcnt)
+    {
+        sb.Append($"node {name} {driver} ro={ro} monitor={monitor} auto={auto} refcnt={refcnt} inherits={inherits ?? "-"} opts={options}");
+        sb.AppendLine($" bitmaps=[{string.Join(",", bitmaps.Select(b => $"{b.Name}/{b.Granularity}/{(b.Enabled ? "on" : "off")}{(b.Persistent ? "/p" : "")}"))}]");
+    }
+
+    private static void EdgeLines(StringBuilder sb, string node, string kind, IEnumerable<string> items) =>
+        sb.AppendLine($"  {kind} {node}: [{string.Join(", ", items)}]");
+
+    /// <summary>A readable diff of two canonical texts (lines only in one side), empty when equal.</summary>
+    public static string Diff(string model, string impl)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(impl);
+        if (model == impl) return "";
+        var a = model.Split('\n');
+        var b = impl.Split('\n');
+        var sb = new StringBuilder();
+        foreach (var l in a.Except(b)) sb.AppendLine("- model: " + l);
+        foreach (var l in b.Except(a)) sb.AppendLine("+ impl:  " + l);
+        if (sb.Length == 0) sb.AppendLine("(same lines, different order)\n--- model\n" + model + "--- impl\n" + impl);
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,52 @@
+using System.Text.Json.Nodes;
+using Verified.Impl.Engine;
+using Verified.Model;
+using Verified.Vocabulary;
+
+namespace Verified.Oracle;
+
+/// <summary>
+/// Runs the same commands on the model and the implementation and reports the first divergence:
+/// replies (ok or error, class, exact text, and query results byte for byte) and states (the canonical
+/// abstraction). The model is the judge.
+/// </summary>
+public sealed class Judge : IDisposable
+{
+    /// <summary>The model's state.</summary>
+    public ModelState Model { get; private set; } = ModelState.Initial;
+
+    /// <summary>The implementation.</summary>
+    public BlockEngine Impl { get; } = new();
+
+    /// <summary>Applies one command to both; returns a description of the divergence, or null when they agree.</summary>
+    public string? Step(Command c)
+    {
+        ArgumentNullException.ThrowIfNull(c);
+        var (next, modelReply) = Machine.Apply(Model, c);
+        Model = next;
+        var implReply = Impl.Execute(c);
+        var replyDiff = CompareReplies(modelReply, implReply);
+        if (replyDiff is not null && KnownDivergences.Find(c, modelReply, implReply) is null) return replyDiff;
+        var stateDiff = Canonical.Diff(Canonical.Of(Model), Canonical.Of(Impl));
+        if (stateDiff.Length > 0) return "states differ after " + c.Name + ":\n" + stateDiff;
+        foreach (var q in new[] { "x-debug-query-block-graph", "query-named-block-nodes", "query-block-exports" })
+        {
+            var d = CompareReplies(Machine.Apply(Model, new Query(q)).Reply, Impl.Execute(new Query(q)));
+            if (d is not null) return $"{q} differs after {c.Name}: {d}";
+        }
+        return null;
+    }
+
+    /// <summary>Null when the replies agree exactly; else what differs.</summary>
+    public static string? CompareReplies(Reply model, Reply impl)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(impl);
+        var a = model.ToJson().ToJsonString();
+        var b = impl.ToJson().ToJsonString();
+        return a == b ? null : $"replies differ:\n  model: {a}\n  impl:  {b}";
+    }
+
+    /// <summary>Closes the implementation's nodes.</summary>
+    public void Dispose() => Impl.Dispose();
+}
