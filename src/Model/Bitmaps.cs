@@ -8,8 +8,8 @@ public static class Bitmaps
     /// <summary>QEMU's default granularity for a node without a cluster size of its own.</summary>
     public const long DefaultGranularity = 65536;
 
-    /// <summary>Smallest and largest granularity QEMU accepts.</summary>
-    public const long GranularityMin = 512, GranularityMax = 1L << 31;
+    /// <summary>Smallest granularity QEMU accepts (the largest is bounded by the schema's uint32).</summary>
+    public const long GranularityMin = 512;
 
     /// <summary>Bitmap names are at most this long (BDRV_BITMAP_MAX_NAME_SIZE).</summary>
     public const int NameLengthMax = 1023;
@@ -22,15 +22,16 @@ public static class Bitmaps
         var g = tx.Graph;
         if (c.Op == BitmapOp.Add)
         {
-            if (g.Find(c.Node) is not { } n) return new(tx, Results.Fail($"Cannot find device='{c.Node}' nor node-name='{c.Node}'"));
-            var gran = c.Granularity ?? DefaultGranularity;
-            if (gran < GranularityMin || gran > GranularityMax || (gran & (gran - 1)) != 0)
-                return new(tx, Results.Fail("Granularity must be power of 2 between 512 and 2147483648"));
+            // QEMU's order (block_dirty_bitmap_add, then bdrv_create_dirty_bitmap).
             if (c.Bitmap.Length == 0) return new(tx, Results.Fail("Bitmap name cannot be empty"));
-            if (c.Bitmap.Length > NameLengthMax) return new(tx, Results.Fail("Bitmap name is too long"));
-            if (n.Bitmaps.Any(b => b.Name == c.Bitmap)) return new(tx, Results.Fail($"Bitmap already exists: {c.Bitmap}"));
+            if (g.Live(c.Node) is not { } n) return new(tx, Results.Fail($"Cannot find device='{c.Node}' nor node-name='{c.Node}'"));
+            var gran = c.Granularity ?? DefaultGranularity;
+            if (gran < GranularityMin || (gran & (gran - 1)) != 0)
+                return new(tx, Results.Fail("Granularity must be power of 2 and at least 512"));
             if (c.Persistent && n.Driver != "qcow2")
                 return new(tx, Results.Fail($"Can't store persistent bitmaps to {n.Name}: Operation not supported"));
+            if (n.Bitmaps.Any(b => b.Name == c.Bitmap)) return new(tx, Results.Fail($"Bitmap already exists: {c.Bitmap}"));
+            if (c.Bitmap.Length > NameLengthMax) return new(tx, Results.Fail($"Bitmap name too long: {c.Bitmap}"));
             // QEMU keeps a node's bitmaps newest first.
             var bm = new Bitmap(c.Bitmap, gran, !c.Disabled, c.Persistent);
             return new(tx.On(g.With(n with { Bitmaps = n.Bitmaps.Insert(0, bm) })), null);
@@ -61,7 +62,7 @@ public static class Bitmaps
 
     private static (Node? Node, int Index, QmpError? Error) Lookup(Graph g, string node, string name)
     {
-        if (g.Find(node) is not { } n) return (null, -1, Results.Fail($"Node '{node}' not found"));
+        if (g.Live(node) is not { } n) return (null, -1, Results.Fail($"Node '{node}' not found"));
         int i = n.Bitmaps.Items.FindIndex(b => b.Name == name);
         return i < 0 ? (null, -1, Results.Fail($"Dirty bitmap '{name}' not found")) : (n, i, null);
     }

@@ -87,6 +87,13 @@ public sealed record Graph(
     /// <summary>The node named <paramref name="name"/>, or null.</summary>
     public Node? Find(string name) => Nodes.TryGetValue(name, out var n) ? n : null;
 
+    /// <summary>
+    /// The node named <paramref name="name"/> unless it is being deleted: a node whose last reference a
+    /// transaction dropped keeps its name until commit, but no later action may use it (QEMU would
+    /// let it, and could then commit a node whose children are gone).
+    /// </summary>
+    public Node? Live(string name) => Find(name) is { } n && RefCount(name) > 0 ? n : null;
+
     /// <summary>Edges into <paramref name="child"/>, newest attachment first (QEMU's parent list order).</summary>
     public IEnumerable<Edge> ParentsOf(string child) =>
         Edges.Where(e => e.Child == child).OrderByDescending(e => e.AttachSeq);

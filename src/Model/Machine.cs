@@ -25,7 +25,7 @@ public static class Machine
         switch (c)
         {
             case Vocabulary.Transaction t:
-                return Finish(s, Transaction.Run(g, s.NameCounter, t.Actions));
+                return Finish(s, Transaction.Run(g, s.NameCounter, t.Actions, grouped: t.CompletionMode == "grouped"));
             case BlockdevAdd or BlockdevDel or BlockdevReplace:
                 return Finish(s, Transaction.Run(g, s.NameCounter, [c]));
             case BlockdevSnapshot or BlockdevSnapshotSync or BitmapCommand:
@@ -109,7 +109,11 @@ public static class Objects
         if (g.Find(c.Parent) is null) return Results.Fail($"Cannot find device='{c.Parent}' nor node-name='{c.Parent}'");
         if ((c.Child is null) == (c.Node is null))
             return Results.Fail(c.Child is null ? "Either child or node must be specified" : "The parameters child and node are in conflict");
-        if (c.Child is not null) return Results.Fail($"The node {c.Parent} does not support removing a child");
+        if (c.Child is not null)
+        {
+            return g.ChildEdge(c.Parent, c.Child) is null ? Results.Fail($"Node '{c.Parent}' does not have child '{c.Child}'")
+                : Results.Fail($"The node {c.Parent} does not support removing a child");
+        }
         if (g.Find(c.Node!) is null) return Results.Fail($"Node '{c.Node}' not found");
         return Results.Fail($"The node {c.Parent} does not support adding a child");
     }

@@ -73,7 +73,7 @@ public static class Operations
         switch (c.Ref)
         {
             case BlockdevRefName n:
-                return new(tx, n.Name, tx.Graph.Find(n.Name) is null
+                return new(tx, n.Name, tx.Graph.Live(n.Name) is null
                     ? Results.Fail($"Cannot find device='{n.Name}' nor node-name='{n.Name}'") : null);
             case BlockdevRefInline i:
                 // Inline children inherit read-only; a backing file is read-only unless asked otherwise.
@@ -197,6 +197,12 @@ public static class Operations
     {
         ArgumentNullException.ThrowIfNull(tx);
         var n = tx.Graph.Nodes[node];
+        // Moving a frozen edge (copy-on-read's chain) is refused (bdrv_replace_node_noperm).
+        foreach (var e in tx.Graph.ParentsOf(top))
+        {
+            if (e.Parent is JobParent || e.Parent is NodeParent np && tx.Graph.Reaches(node, np.Node)) continue;
+            if (Frozen(tx.Graph, e) is not null) return new(tx, Results.Fail($"Cannot change '{e.Name}' link to '{top}'"));
+        }
         var inner = tx.On(AttachChild(tx.Graph, node, "backing", top, Drivers.IsFilter(n.Driver) ? Role.Filtered | Role.Primary : Role.Cow));
         inner = ReplaceNode(inner, top, node);
         var refreshed = Refresh.Subtree(inner.Graph, node, tx.Start);

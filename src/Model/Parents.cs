@@ -74,6 +74,8 @@ public static class Devices
         var target = v.GetValue<string>();
         if (g.Find(target) is null) return Results.Fail($"Cannot find device='' nor node-name='{target}'");
         var edge = g.RootEdge(new DeviceParent(dev.Id))!;
+        // QEMU 7.2 aborts on an edge moved to the node it is on; Verified leaves it be.
+        if (edge.Child == target) return g;
         var tx = Operations.ReplaceChild(Tx.Begin(g, nameCounter).NeedsRefresh(edge.Child), edge, target);
         var r = Refresh.Nodes(tx.Graph, tx.RefreshList, committed: g);
         return r.Ok ? Operations.Commit(tx.On(r.Get())) : r;
@@ -87,25 +89,35 @@ public static class Exports
     public static (Perm Perm, Perm Shared) Perms(bool writable) =>
         (Perm.ConsistentRead | (writable ? Perm.Write : Perm.None), Perm.ConsistentRead | Perm.Write | Perm.WriteUnchanged);
 
-    /// <summary>block-export-add type=nbd, in QEMU's check order.</summary>
+    /// <summary>
+    /// block-export-add type=nbd in QEMU 7.2's order (<c>blk_exp_add</c>, then <c>nbd_export_create</c>): the
+    /// export attaches sharing everything, the NBD checks follow, then it stops sharing resize.
+    /// </summary>
     public static Result<Graph> Add(Graph g, BlockExportAdd c)
     {
         ArgumentNullException.ThrowIfNull(g);
         ArgumentNullException.ThrowIfNull(c);
-        if (!g.NbdServerRunning) return Results.Fail("NBD server not running");
+        if (!Names.IsWellFormed(c.Id)) return Results.Fail("Invalid block export id");
         if (g.Exports.ContainsKey(c.Id)) return Results.Fail($"Block export id '{c.Id}' is already in use");
         if (g.Find(c.NodeName) is not { } node) return Results.Fail($"Cannot find device='' nor node-name='{c.NodeName}'");
         if (c.Writable && node.ReadOnly) return Results.Fail("Cannot export read-only node as writable");
         var name = c.ExportName ?? c.NodeName;
+        var (g2, seq) = g.TakeSeq();
+        g2 = g2 with { Exports = g2.Exports.SetItem(c.Id, new Export(c.Id, name, c.Writable, c.Description, c.Bitmaps, seq)) };
+        var (perm, shared) = Perms(c.Writable);
+        var attached = Operations.AttachRoot(g2, new ExportParent(c.Id), node.Name, perm, Perm.All);
+        if (!attached.Ok) return attached;
+        if (!g.NbdServerRunning) return Results.Fail("NBD server not running");
         if (g.Exports.Values.Any(e => e.ExportName == name)) return Results.Fail($"NBD server already has export named '{name}'");
+        var g3 = attached.Get();
+        var edge = g3.RootEdge(new ExportParent(c.Id))!;
+        var narrowed = Refresh.Subtree(g3.Replace(edge, edge with { Shared = shared }), node.Name, g);
+        if (!narrowed.Ok) return narrowed;
         foreach (var b in c.Bitmaps)
         {
             if (!node.Bitmaps.Any(x => x.Name == b)) return Results.Fail($"Bitmap '{b}' is not found");
         }
-        var (g2, seq) = g.TakeSeq();
-        g2 = g2 with { Exports = g2.Exports.SetItem(c.Id, new Export(c.Id, name, c.Writable, c.Description, c.Bitmaps, seq)) };
-        var (perm, shared) = Perms(c.Writable);
-        return Operations.AttachRoot(g2, new ExportParent(c.Id), node.Name, perm, shared);
+        return narrowed;
     }
 
     /// <summary>block-export-del: with no client connected the export goes at once.</summary>

@@ -33,7 +33,7 @@ public static class Queries
         var ids = new Dictionary<object, int>();
         var nodes = new List<JsonNode>();
         var edges = new List<JsonNode>();
-        int Id(object key) => ids.TryGetValue(key, out var i) ? i : ids[key] = ids.Count;
+        int Id(object key) => ids.TryGetValue(key, out var i) ? i : ids[key] = ids.Count + 1;
         void AddNode(object key, string type, string name) =>
             nodes.Add(new JsonObject { ["id"] = Id(key), ["type"] = type, ["name"] = name });
         void AddEdges(object key, Parent p)

@@ -22,7 +22,7 @@ public static class Reopen
         var newOptions = new List<(string Node, ValueMap<string> Options)>();
         foreach (var o in list)
         {
-            var name = o.NodeName ?? "";
+            if (o.NodeName is not { } name) return Results.Fail("node-name not specified");
             if (tx.Graph.Find(name) is not { } node) return Results.Fail($"Failed to find node with node-name='{name}'");
             var err = CheckOptions(node, o);
             if (err is not null) return err;

@@ -14,10 +14,10 @@ public static class Snapshots
     {
         ArgumentNullException.ThrowIfNull(tx);
         var g = tx.Graph;
-        if (g.Find(node) is null) return new(tx, Lookup(node));
+        if (g.Live(node) is null) return new(tx, Lookup(node));
         var busy = Blockers.Find(g, node);
         if (busy is not null) return new(tx, busy);
-        if (g.Find(overlay) is null) return new(tx, Lookup(overlay));
+        if (g.Live(overlay) is null) return new(tx, Lookup(overlay));
         return AppendOverlay(tx, node, overlay);
     }
 
@@ -26,8 +26,9 @@ public static class Snapshots
     {
         ArgumentNullException.ThrowIfNull(tx);
         ArgumentNullException.ThrowIfNull(s);
-        var target = s.NodeName ?? s.Device ?? "";
-        if (tx.Graph.Find(target) is not { } old) return new(tx, Results.Fail($"Cannot find device='{s.Device ?? ""}' nor node-name='{s.NodeName ?? ""}'"));
+        // device names a BlockBackend, and Verified's are all anonymous: only node-name can find the node.
+        var target = s.NodeName ?? "";
+        if (tx.Graph.Live(target) is not { } old) return new(tx, Results.Fail($"Cannot find device='{s.Device ?? ""}' nor node-name='{s.NodeName ?? ""}'"));
         var busy = Blockers.Find(tx.Graph, target);
         if (busy is not null) return new(tx, busy);
         if (s.NodeName is not null && s.SnapshotNodeName is null) return new(tx, Results.Fail("New overlay node-name missing"));
@@ -36,7 +37,8 @@ public static class Snapshots
             if (tx.Graph.Find(sn) is not null) return new(tx, Results.Fail("New overlay node-name already in use"));
             if (!Names.IsWellFormed(sn)) return new(tx, Results.Fail($"Invalid node-name: '{sn}'"));
         }
-        if (s.Format != "qcow2") return new(tx, Results.Fail($"Unknown driver '{s.Format}'"));
+        if (s.Format != "qcow2")
+            return new(tx, Results.Fail(BlockdevSchema.Get(s.Format) is null ? $"Unknown file format '{s.Format}'" : $"Backing file not supported for file format '{s.Format}'"));
         var fileOpts = new BlockdevOptions("file", null, ValueMap<string>.Empty.SetItem("filename", System.Text.Json.JsonSerializer.Serialize(s.SnapshotFile)), ValueList<ChildOption>.Empty);
         var overlayOpts = new BlockdevOptions(s.Format, s.SnapshotNodeName, ValueMap<string>.Empty,
             ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(fileOpts))]));

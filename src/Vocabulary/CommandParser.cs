@@ -66,7 +66,6 @@ public static class CommandParser
                 "nbd-server-stop" => Struct(args, "", [], _ => new NbdServerStop()),
                 "x-debug-query-block-graph" or "query-block-exports" => Struct(args, "", [], _ => new Query(name)),
                 "query-named-block-nodes" => Struct(args, "", [new("flat", FieldType.Bool)], _ => new Query(name)),
-                "query-block" => Struct(args, "", [], _ => new Query(name)),
                 _ => ParseAction(name, args, ""),
             };
         }
@@ -102,7 +101,7 @@ public static class CommandParser
                         S(a, "format") ?? "qcow2", S(a, "mode") ?? "absolute-paths"));
             case "block-dirty-bitmap-add":
                 return Struct(args, prefix, [new("node", FieldType.Str, false), new("name", FieldType.Str, false),
-                    new("granularity", FieldType.Int), new("persistent", FieldType.Bool), new("disabled", FieldType.Bool)],
+                    new("granularity", FieldType.UInt32), new("persistent", FieldType.Bool), new("disabled", FieldType.Bool)],
                     a => new BitmapCommand(BitmapOp.Add, S(a, "node")!, S(a, "name")!, I(a, "granularity"),
                         B(a, "persistent") ?? false, B(a, "disabled") ?? false));
             case "block-dirty-bitmap-remove" or "block-dirty-bitmap-clear" or "block-dirty-bitmap-enable" or "block-dirty-bitmap-disable":

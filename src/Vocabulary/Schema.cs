@@ -10,6 +10,8 @@ public abstract record FieldType
     public static readonly FieldType Str = new Scalar("string");
     /// <summary>QAPI integer types.</summary>
     public static readonly FieldType Int = new Scalar("integer");
+    /// <summary>QAPI <c>uint32</c>.</summary>
+    public static readonly FieldType UInt32 = new Scalar("uint32_t");
     /// <summary>QAPI <c>bool</c>.</summary>
     public static readonly FieldType Bool = new Scalar("boolean");
     /// <summary>Any JSON value, kept as given (used where QEMU's own checks come later).</summary>
@@ -76,6 +78,10 @@ public static class SchemaCheck
         {
             case FieldType.Scalar { Expected: "any" }:
                 return null;
+            case FieldType.Scalar { Expected: "uint32_t" }:
+                if (!IsScalarOf(v, "integer")) return QmpError.Generic($"Invalid parameter type for '{path}', expected: integer");
+                var u = v!.GetValue<long>();
+                return u is >= 0 and <= uint.MaxValue ? null : QmpError.Generic($"Parameter '{path}' expects uint32_t");
             case FieldType.Scalar s:
                 return IsScalarOf(v, s.Expected) ? null : QmpError.Generic($"Invalid parameter type for '{path}', expected: {s.Expected}");
             case FieldType.Enum e:

@@ -22,4 +22,7 @@ public interface IScenarioEngine
 
     /// <summary>Violated invariants (empty when consistent).</summary>
     IReadOnlyList<string> Invariants();
+
+    /// <summary>Whether host steps (<c>run</c> lines, e.g. qemu-img create) must run: true for engines doing real I/O.</summary>
+    bool RunsHostSteps { get; }
 }

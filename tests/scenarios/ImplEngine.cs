@@ -17,6 +17,9 @@ public sealed class ImplEngine : IScenarioEngine, IDisposable
         [.. engine.Edges().Select(e => new EdgeView(e.Parent.GraphName, e.Name, e.Node.Name, Perms.Short(e.Perm), Perms.Short(e.Shared)))];
 
     /// <inheritdoc/>
+    public bool RunsHostSteps => true;
+
+    /// <inheritdoc/>
     public int NodeCount() => engine.Nodes.Count;
 
     /// <inheritdoc/>

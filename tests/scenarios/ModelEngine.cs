@@ -26,6 +26,9 @@ public sealed class ModelEngine : IScenarioEngine
     }
 
     /// <inheritdoc/>
+    public bool RunsHostSteps => false;
+
+    /// <inheritdoc/>
     public int NodeCount() => State.Graph.Nodes.Count;
 
     /// <inheritdoc/>

@@ -9,7 +9,8 @@ namespace Verified.Tests.Scenarios;
 /// <c>expect_desc</c> (exact text), <c>expect_class</c>, <c>expect_edges</c> (the whole edge set),
 /// <c>expect_perms</c> (exact perm/shared of the listed edges, Verified's extension) and
 /// <c>expect_node_count</c>; after every QMP step the engine's invariants must hold. Host steps
-/// (<c>run</c>, <c>sleep</c>, <c>wait_event</c>, <c>qemu_args</c>) are for real QEMU and are skipped.
+/// (<c>run</c>: e.g. qemu-img create) run for engines doing real I/O, in a fresh temporary folder that
+/// stands for <c>@TMP@</c>; <c>sleep</c>, <c>wait_event</c> and <c>qemu_args</c> concern real QEMU only.
 /// </summary>
 public static class ScenarioRunner
 {
@@ -17,13 +18,57 @@ public static class ScenarioRunner
     public const string AutoName = "#auto";
 
     /// <summary>Runs <paramref name="steps"/>; returns the list of failures (empty when all hold).</summary>
-    public static IReadOnlyList<string> Run(IScenarioEngine engine, IReadOnlyList<ScenarioStep> steps, string tmp = "/tmp/verified-scenario")
+    public static IReadOnlyList<string> Run(IScenarioEngine engine, IReadOnlyList<ScenarioStep> steps)
     {
         ArgumentNullException.ThrowIfNull(engine);
         ArgumentNullException.ThrowIfNull(steps);
-        var failures = new List<string>();
-        foreach (var step in steps.Where(s => s.IsQmp))
+        var tmp = Directory.CreateTempSubdirectory("verified-scenario-").FullName;
+        try
         {
+            return RunIn(engine, steps, tmp);
+        }
+        finally
+        {
+            Directory.Delete(tmp, recursive: true);
+        }
+    }
+
+    /// <summary>Most time a host step may take.</summary>
+    private static readonly TimeSpan HostStepTimeout = TimeSpan.FromSeconds(60);
+
+    private static string? RunHostStep(ScenarioStep step, string tmp)
+    {
+        var argv = step.Json["run"]!.AsArray().Select(x => x!.GetValue<string>().Replace("@TMP@", tmp, StringComparison.Ordinal)).ToList();
+        var psi = new System.Diagnostics.ProcessStartInfo(argv[0]) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in argv.Skip(1)) psi.ArgumentList.Add(a);
+        try
+        {
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            var stderr = p.StandardError.ReadToEndAsync();
+            _ = p.StandardOutput.ReadToEnd();
+            if (!p.WaitForExit(HostStepTimeout)) { p.Kill(); return $"host step timed out: {step}"; }
+            bool ok = p.ExitCode == 0;
+            bool want = (step.Str("expect") ?? "ok") == "ok";
+            return ok == want ? null : $"host step exited {p.ExitCode} ({stderr.Result.Trim()}): {step}";
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            return $"host step needs '{argv[0]}' ({e.Message}; scripts/deps.sh installs it): {step}";
+        }
+    }
+
+    private static List<string> RunIn(IScenarioEngine engine, IReadOnlyList<ScenarioStep> steps, string tmp)
+    {
+        var failures = new List<string>();
+        foreach (var step in steps)
+        {
+            if (step.Json.ContainsKey("run") && engine.RunsHostSteps)
+            {
+                var err = RunHostStep(step, tmp);
+                if (err is not null) { failures.Add(err); break; }
+                continue;
+            }
+            if (!step.IsQmp) continue;
             var reply = engine.Execute(step.Request(tmp));
             var error = reply["error"] as JsonObject;
             var where = $"{step} -> {reply.ToJsonString()}";

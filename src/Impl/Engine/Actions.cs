@@ -13,7 +13,7 @@ public sealed partial class BlockEngine
     /// Runs actions as one transaction: graph actions change the graph and queue nodes; the queue is
     /// refreshed before each other action and once at the end; any error aborts everything.
     /// </summary>
-    private QmpError? RunTransaction(IReadOnlyList<Command> actions, bool refreshEveryAction)
+    private QmpError? RunTransaction(IReadOnlyList<Command> actions, bool refreshEveryAction, bool grouped = false)
     {
         var tran = new UndoLog();
         var refresh = new List<BlockNode>();
@@ -24,7 +24,9 @@ public sealed partial class BlockEngine
                 var rerr = RefreshQueued(tran, refresh);
                 if (rerr is not null) { tran.Abort(); return rerr; }
             }
-            var err = Prepare(tran, action, refresh);
+            var err = grouped && action is BlockdevSnapshot or BlockdevSnapshotSync or BitmapCommand
+                ? QmpError.Generic($"Action '{action.Name}' does not support Transaction property completion-mode = grouped")
+                : Prepare(tran, action, refresh);
             if (err is not null) { tran.Abort(); return err; }
         }
         var last = RefreshQueued(tran, refresh);
@@ -78,7 +80,7 @@ public sealed partial class BlockEngine
 
     private QmpError? Del(UndoLog tran, string name, List<BlockNode> refresh)
     {
-        if (!nodes.TryGetValue(name, out var node)) return QmpError.Generic($"Failed to find node with node-name='{name}'");
+        if (!Live(name, out var node)) return QmpError.Generic($"Failed to find node with node-name='{name}'");
         foreach (var e in node.ParentList)
         {
             if (e.Parent is DeviceParent or ExportParent) return QmpError.Generic($"Node {name} is in use");
@@ -99,13 +101,14 @@ public sealed partial class BlockEngine
         switch (r.Parent)
         {
             case ReplaceDriverParent d:
-                if (!nodes.TryGetValue(d.NodeName, out var p)) return QmpError.Generic($"Block driver node with node-name '{d.NodeName}' not found");
+                if (!Live(d.NodeName, out var p)) return QmpError.Generic($"Block driver node with node-name '{d.NodeName}' not found");
                 edge = p.Child(d.Child);
                 if (edge is null) return QmpError.Generic($"Block driver node '{d.NodeName}' doesn't have child named '{d.Child}'");
                 break;
             case ReplaceQdevParent q:
                 var dev = ResolveDevice(q.QdevId);
                 if (dev is null) return new QmpError(ErrorClass.DeviceNotFound, $"Device '{q.QdevId}' not found");
+                if (!dev.IsBlock) return QmpError.Generic("Device does not have a block device backend");
                 edge = dev.Root;
                 if (edge is null) return QmpError.Generic($"Device '{q.QdevId}' is empty, nothing to replace");
                 break;
@@ -117,7 +120,8 @@ public sealed partial class BlockEngine
             default:
                 throw new ArgumentException("unknown parent type", nameof(r));
         }
-        if (!nodes.TryGetValue(r.NewChild, out var to)) return QmpError.Generic($"Node '{r.NewChild}' not found");
+        if (!Live(r.NewChild, out var to)) return QmpError.Generic($"Node '{r.NewChild}' not found");
+        if (edge.Node == to) return null; // QEMU 7.2 asserts here; Verified leaves the edge be
         var frozen = Frozen(edge);
         if (frozen is not null) return frozen;
         if (edge.Parent is BlockNode parent && Reaches(to, parent))
@@ -128,17 +132,17 @@ public sealed partial class BlockEngine
 
     private QmpError? Snapshot(UndoLog tran, BlockdevSnapshot s)
     {
-        if (!nodes.TryGetValue(s.Node, out var top)) return QmpError.Generic($"Cannot find device='{s.Node}' nor node-name='{s.Node}'");
+        if (!Live(s.Node, out var top)) return QmpError.Generic($"Cannot find device='{s.Node}' nor node-name='{s.Node}'");
         var busy = Blocker(top);
         if (busy is not null) return busy;
-        if (!nodes.TryGetValue(s.Overlay, out var overlay)) return QmpError.Generic($"Cannot find device='{s.Overlay}' nor node-name='{s.Overlay}'");
+        if (!Live(s.Overlay, out var overlay)) return QmpError.Generic($"Cannot find device='{s.Overlay}' nor node-name='{s.Overlay}'");
         return AppendOverlay(tran, top, overlay);
     }
 
     private QmpError? SnapshotSync(UndoLog tran, BlockdevSnapshotSync s)
     {
-        var target = s.NodeName ?? s.Device ?? "";
-        if (!nodes.TryGetValue(target, out var top)) return QmpError.Generic($"Cannot find device='{s.Device ?? ""}' nor node-name='{s.NodeName ?? ""}'");
+        // device names a BlockBackend and Verified's are anonymous: only node-name finds the node.
+        if (!Live(s.NodeName ?? "", out var top)) return QmpError.Generic($"Cannot find device='{s.Device ?? ""}' nor node-name='{s.NodeName ?? ""}'");
         var busy = Blocker(top);
         if (busy is not null) return busy;
         if (s.NodeName is not null && s.SnapshotNodeName is null) return QmpError.Generic("New overlay node-name missing");
@@ -147,7 +151,20 @@ public sealed partial class BlockEngine
             if (nodes.ContainsKey(sn)) return QmpError.Generic("New overlay node-name already in use");
             if (!Names.IsWellFormed(sn)) return QmpError.Generic($"Invalid node-name: '{sn}'");
         }
-        if (s.Format != "qcow2") return QmpError.Generic($"Unknown driver '{s.Format}'");
+        if (s.Format != "qcow2")
+            return QmpError.Generic(BlockdevSchema.Get(s.Format) is null ? $"Unknown file format '{s.Format}'" : $"Backing file not supported for file format '{s.Format}'");
+        if (s.Mode == "absolute-paths")
+        {
+            // Created before the transaction may fail, and left behind if it does, as QEMU 7.2 leaves it.
+            try
+            {
+                Formats.Qcow2Image.Create(s.SnapshotFile, top.Length, BackingName(top), top.DriverName);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                return QmpError.Generic($"Could not create '{s.SnapshotFile}': {e.Message}");
+            }
+        }
         var file = new BlockdevOptions("file", null, ValueMap<string>.Empty.SetItem("filename", System.Text.Json.JsonSerializer.Serialize(s.SnapshotFile)), ValueList<ChildOption>.Empty);
         var opts = new BlockdevOptions(s.Format, s.SnapshotNodeName, ValueMap<string>.Empty,
             ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(file))]));
@@ -168,6 +185,16 @@ public sealed partial class BlockEngine
         return null;
     }
 
+    /// <summary>The name an overlay records for its backing node: the image file below it, as QEMU's bs->filename.</summary>
+    private static string BackingName(BlockNode n)
+    {
+        for (var x = n; x is not null; x = x.Child("file")?.Node)
+        {
+            if (x.DriverName == "file") return x.Str("filename")!;
+        }
+        return $"{n.DriverName}://";
+    }
+
     private QmpError? AppendOverlay(UndoLog tran, BlockNode top, BlockNode overlay)
     {
         if ((overlay.ComputeCumulative().Perm & Perm.ConsistentRead) != 0) return QmpError.Generic("The overlay is already in use");
@@ -185,20 +212,19 @@ public sealed partial class BlockEngine
     {
         if (c.Op == BitmapOp.Add)
         {
-            if (!nodes.TryGetValue(c.Node, out var n)) return QmpError.Generic($"Cannot find device='{c.Node}' nor node-name='{c.Node}'");
-            long gran = c.Granularity ?? BitmapGranularityDefault;
-            if (gran < 512 || gran > (1L << 31) || (gran & (gran - 1)) != 0)
-                return QmpError.Generic("Granularity must be power of 2 between 512 and 2147483648");
             if (c.Bitmap.Length == 0) return QmpError.Generic("Bitmap name cannot be empty");
-            if (c.Bitmap.Length > BitmapNameLengthMax) return QmpError.Generic("Bitmap name is too long");
-            if (n.BitmapList.Exists(b => b.Name == c.Bitmap)) return QmpError.Generic($"Bitmap already exists: {c.Bitmap}");
+            if (!Live(c.Node, out var n)) return QmpError.Generic($"Cannot find device='{c.Node}' nor node-name='{c.Node}'");
+            long gran = c.Granularity ?? BitmapGranularityDefault;
+            if (gran < 512 || (gran & (gran - 1)) != 0) return QmpError.Generic("Granularity must be power of 2 and at least 512");
             if (c.Persistent && n.DriverName != "qcow2") return QmpError.Generic($"Can't store persistent bitmaps to {n.Name}: Operation not supported");
+            if (n.BitmapList.Exists(b => b.Name == c.Bitmap)) return QmpError.Generic($"Bitmap already exists: {c.Bitmap}");
+            if (c.Bitmap.Length > BitmapNameLengthMax) return QmpError.Generic($"Bitmap name too long: {c.Bitmap}");
             var bm = new BitmapInfo(c.Bitmap, gran, !c.Disabled, c.Persistent);
             n.BitmapList.Add(bm);
             tran.Add(abort: () => n.BitmapList.Remove(bm));
             return null;
         }
-        if (!nodes.TryGetValue(c.Node, out var node)) return QmpError.Generic($"Node '{c.Node}' not found");
+        if (!Live(c.Node, out var node)) return QmpError.Generic($"Node '{c.Node}' not found");
         int i = node.BitmapList.FindIndex(b => b.Name == c.Bitmap);
         if (i < 0) return QmpError.Generic($"Dirty bitmap '{c.Bitmap}' not found");
         var old = node.BitmapList[i];
@@ -216,7 +242,7 @@ public sealed partial class BlockEngine
                 foreach (var src in c.Sources ?? ValueList<BitmapRef>.Empty)
                 {
                     var sn = src.Node ?? c.Node;
-                    if (!nodes.TryGetValue(sn, out var srcNode)) return QmpError.Generic($"Node '{sn}' not found");
+                    if (!Live(sn, out var srcNode)) return QmpError.Generic($"Node '{sn}' not found");
                     if (!srcNode.BitmapList.Exists(b => b.Name == src.Name)) return QmpError.Generic($"Dirty bitmap '{src.Name}' not found");
                 }
                 return null;

@@ -125,7 +125,7 @@ public sealed partial class BlockEngine : IDisposable
 
     private QmpError? Dispatch(Command c) => c switch
     {
-        Vocabulary.Transaction t => RunTransaction(t.Actions, refreshEveryAction: false),
+        Vocabulary.Transaction t => RunTransaction(t.Actions, refreshEveryAction: false, grouped: t.CompletionMode == "grouped"),
         BlockdevAdd or BlockdevDel or BlockdevReplace or BlockdevSnapshot or BlockdevSnapshotSync or BitmapCommand => RunTransaction([c], false),
         AbortAction => new QmpError(ErrorClass.CommandNotFound, "The command abort has not been found"),
         BlockdevReopen r => Reopen(r.Options),

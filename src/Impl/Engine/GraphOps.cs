@@ -77,7 +77,7 @@ public sealed partial class BlockEngine
 
     private (BlockNode? Node, QmpError? Error) OpenChild(UndoLog tran, BlockdevRef r, bool parentRO, bool asBacking) => r switch
     {
-        BlockdevRefName n => nodes.TryGetValue(n.Name, out var existing)
+        BlockdevRefName n => Live(n.Name, out var existing)
             ? (existing, null) : (null, QmpError.Generic($"Cannot find device='{n.Name}' nor node-name='{n.Name}'")),
         BlockdevRefInline i => Open(tran, i.Options, parentRO, asBacking),
         _ => throw new ArgumentException("unknown child reference", nameof(r)),
@@ -214,8 +214,16 @@ public sealed partial class BlockEngine
     private QmpError? AttachRoot(RootParent parent, BlockNode node)
     {
         var tran = new UndoLog();
-        var edge = new BdrvChild(NextSeq(), parent, "root", node, Role.Filtered | Role.Primary);
-        (edge.Perm, edge.Shared) = parent.Wants;
+        AttachRootEdge(tran, parent, node, parent.Wants.Perm, parent.Wants.Shared);
+        var err = Rules.Refresher.Refresh([node], tran);
+        if (err is null) tran.Commit();
+        else tran.Abort();
+        return err;
+    }
+
+    private BdrvChild AttachRootEdge(UndoLog tran, RootParent parent, BlockNode node, Perm perm, Perm shared)
+    {
+        var edge = new BdrvChild(NextSeq(), parent, "root", node, Role.Filtered | Role.Primary) { Perm = perm, Shared = shared };
         node.ParentList.Add(edge);
         node.RefCount++;
         parent.Root = edge;
@@ -225,10 +233,7 @@ public sealed partial class BlockEngine
             node.RefCount--;
             parent.Root = null;
         });
-        var err = Rules.Refresher.Refresh([node], tran);
-        if (err is null) tran.Commit();
-        else tran.Abort();
-        return err;
+        return edge;
     }
 
     /// <summary>Detaches a root parent's edge (if any); the node is released.</summary>
@@ -270,6 +275,11 @@ public sealed partial class BlockEngine
     /// <summary><c>bdrv_append</c>: <paramref name="top"/> goes under <paramref name="node"/>, its parents move up, and the subtree is refreshed at once.</summary>
     private QmpError? Append(UndoLog tran, BlockNode node, BlockNode top)
     {
+        foreach (var e in top.Parents)
+        {
+            if (e.Parent.StaysAtNode || e.Parent is BlockNode p && Reaches(node, p)) continue;
+            if (Frozen(e) is not null) return QmpError.Generic($"Cannot change '{e.Name}' link to '{top.Name}'");
+        }
         AttachChild(tran, node, "backing", top, PermRules.IsFilter(node.DriverName) ? Role.Filtered | Role.Primary : Role.Cow);
         ReplaceNode(tran, top, node, []);
         return Rules.Refresher.Refresh([node], tran);
@@ -290,6 +300,14 @@ public sealed partial class BlockEngine
             if (below && FilteredOrCow(p) == e) return QmpError.Generic($"Cannot change frozen '{e.Name}' link from '{p.Name}' to '{e.Node.Name}'");
         }
         return null;
+    }
+
+    /// <summary>A node by name unless a transaction has dropped its last reference (it is being deleted).</summary>
+    private bool Live(string name, out BlockNode node)
+    {
+        if (nodes.TryGetValue(name, out node!) && node.RefCount > 0) return true;
+        node = null!;
+        return false;
     }
 
     /// <summary>Resolves a device by id or QOM path.</summary>

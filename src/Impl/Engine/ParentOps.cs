@@ -49,9 +49,9 @@ public sealed partial class BlockEngine
         var target = v.GetValue<string>();
         if (!nodes.TryGetValue(target, out var to)) return QmpError.Generic($"Cannot find device='' nor node-name='{target}'");
         var edge = dev.Root!;
+        if (edge.Node == to) return null; // QEMU 7.2 asserts (aborts) here; Verified leaves the edge be
         var tran = new UndoLog();
         var refresh = new List<BlockNode> { edge.Node };
-        // QEMU 7.2 asserts (aborts) when the node is the one already attached; Verified moves the edge to itself.
         ReplaceChild(tran, edge, to, refresh);
         var err = Rules.Refresher.Refresh(Enumerable.Reverse(refresh).ToList(), tran);
         if (err is null) tran.Commit();
@@ -67,21 +67,35 @@ public sealed partial class BlockEngine
 
     private string QomGetValue(QomGet q) => ResolveDevice(q.Path)?.Root?.Node.Name ?? "";
 
+    /// <summary>QEMU 7.2's order: the export attaches sharing everything, the NBD checks follow, then it stops sharing resize.</summary>
     private QmpError? ExportAdd(BlockExportAdd c)
     {
-        if (!nbdServerRunning) return QmpError.Generic("NBD server not running");
+        if (!Names.IsWellFormed(c.Id)) return QmpError.Generic("Invalid block export id");
         if (exports.ContainsKey(c.Id)) return QmpError.Generic($"Block export id '{c.Id}' is already in use");
         if (!nodes.TryGetValue(c.NodeName, out var node)) return QmpError.Generic($"Cannot find device='' nor node-name='{c.NodeName}'");
         if (c.Writable && node.ReadOnly) return QmpError.Generic("Cannot export read-only node as writable");
         var name = c.ExportName ?? c.NodeName;
-        if (exports.Values.Any(e => e.ExportName == name)) return QmpError.Generic($"NBD server already has export named '{name}'");
+        var exp = new ExportParent(c.Id, name, c.Writable, c.Description, c.Bitmaps, NextSeq(), Io);
+        var tran = new UndoLog();
+        var edge = AttachRootEdge(tran, exp, node, exp.Wants.Perm, Perm.All);
+        var err = Rules.Refresher.Refresh([node], tran)
+            ?? (!nbdServerRunning ? QmpError.Generic("NBD server not running") : null)
+            ?? (exports.Values.Any(e => e.ExportName == name) ? QmpError.Generic($"NBD server already has export named '{name}'") : null);
+        if (err is null)
+        {
+            edge.Shared = exp.Wants.Shared;
+            err = Rules.Refresher.Refresh([node], tran);
+        }
         foreach (var b in c.Bitmaps)
         {
-            if (!node.BitmapList.Exists(x => x.Name == b)) return QmpError.Generic($"Bitmap '{b}' is not found");
+            if (err is null && !node.BitmapList.Exists(x => x.Name == b)) err = QmpError.Generic($"Bitmap '{b}' is not found");
         }
-        var exp = new ExportParent(c.Id, name, c.Writable, c.Description, c.Bitmaps, NextSeq(), Io);
-        var err = AttachRoot(exp, node);
-        if (err is not null) return err;
+        if (err is not null)
+        {
+            tran.Abort();
+            return err;
+        }
+        tran.Commit();
         exports.Add(c.Id, exp);
         return null;
     }
@@ -116,7 +130,11 @@ public sealed partial class BlockEngine
         if (!nodes.ContainsKey(c.Parent)) return QmpError.Generic($"Cannot find device='{c.Parent}' nor node-name='{c.Parent}'");
         if (c.Child is null && c.Node is null) return QmpError.Generic("Either child or node must be specified");
         if (c.Child is not null && c.Node is not null) return QmpError.Generic("The parameters child and node are in conflict");
-        if (c.Child is not null) return QmpError.Generic($"The node {c.Parent} does not support removing a child");
+        if (c.Child is not null)
+        {
+            return nodes[c.Parent].Child(c.Child) is null ? QmpError.Generic($"Node '{c.Parent}' does not have child '{c.Child}'")
+                : QmpError.Generic($"The node {c.Parent} does not support removing a child");
+        }
         return nodes.ContainsKey(c.Node!) ? QmpError.Generic($"The node {c.Parent} does not support adding a child") : QmpError.Generic($"Node '{c.Node}' not found");
     }
 

@@ -27,7 +27,7 @@ public sealed partial class BlockEngine
         var edgeList = new List<JsonNode>();
         int Id(object o)
         {
-            if (!ids.TryGetValue(o, out var i)) ids[o] = i = ids.Count;
+            if (!ids.TryGetValue(o, out var i)) ids[o] = i = ids.Count + 1;
             return i;
         }
         void Edge(object parent, BdrvChild c) => edgeList.Add(new JsonObject

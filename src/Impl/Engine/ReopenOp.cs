@@ -17,7 +17,7 @@ public sealed partial class BlockEngine
         var newOptions = new List<(BlockNode, ValueMap<string>)>();
         foreach (var o in list)
         {
-            var name = o.NodeName ?? "";
+            if (o.NodeName is not { } name) { tran.Abort(); return QmpError.Generic("node-name not specified"); }
             if (!nodes.TryGetValue(name, out var node)) { tran.Abort(); return QmpError.Generic($"Failed to find node with node-name='{name}'"); }
             var err = ReopenOptionsCheck(node, o) ?? ReopenChildren(tran, node, o, refresh);
             if (err is not null) { tran.Abort(); return err; }
