@@ -11,6 +11,11 @@ public static class Program
               Check every permission theorem with Z3, then check that Z3's verdict on N random
               graphs (default 200) equals the model's. Writes each theorem's query to DIR when
               asked. Exits 1 if anything is refuted or disagrees, 3 if Z3 is unavailable.
+          campaign [--seed S] [--runs R] [--steps N] [--minutes M] [--out DIR] [--replay SEED/STEPS]
+              Run the implementation against the model on random command sequences; on the first
+              divergence, shrink it, print the replay string and write a scenario file.
+          replay FILE
+              Run a scenario file's QMP commands on both engines and report any divergence.
         """;
 
     /// <summary>Entry point: dispatches on the subcommand.</summary>
@@ -27,6 +32,8 @@ public static class Program
             return args[0] switch
             {
                 "prove" => ProveCommand.Run(args[1..]),
+                "campaign" => CampaignCommand.Run(args[1..]),
+                "replay" => CampaignCommand.Replay(args[1..]),
                 _ => UsageError($"unknown command '{args[0]}'"),
             };
         }

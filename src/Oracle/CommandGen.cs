@@ -10,11 +10,19 @@ namespace Verified.Oracle;
 /// are valid), with a deliberate share of unknown names, duplicates, cycles, conflicts and read-only
 /// violations.
 /// </summary>
-public sealed class CommandGen(Func<int, int> pick)
+/// <remarks>
+/// The model assumes every file a command names exists; the implementation opens real files. So the
+/// generator names only the files of <paramref name="files"/>, which a campaign creates beforehand.
+/// </remarks>
+public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files = null)
 {
     /// <summary>Pools of names: small, so that duplicates and reuse happen often.</summary>
     private static readonly string[] NodeNames = ["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7"];
-    private static readonly string[] Files = ["a.img", "b.img", "c.img"];
+
+    /// <summary>File names used when no pool is given (fine for the model alone).</summary>
+    public static readonly IReadOnlyList<string> DefaultFiles = ["a.img", "b.img", "c.img"];
+
+    private readonly IReadOnlyList<string> files = files ?? DefaultFiles;
 
     /// <summary>Most actions in one generated transaction.</summary>
     public const int TransactionActionsMax = 4;
@@ -95,7 +103,7 @@ public sealed class CommandGen(Func<int, int> pick)
         switch (driver)
         {
             case "file":
-                scalars = scalars.SetItem("filename", JsonSerializer.Serialize(One(Files)));
+                scalars = scalars.SetItem("filename", JsonSerializer.Serialize(One(files)));
                 if (Chance(5)) scalars = scalars.SetItem("locking", "\"off\"");
                 break;
             case "null-co":

@@ -12,11 +12,34 @@ namespace Verified.Oracle;
 /// </summary>
 public sealed class Judge : IDisposable
 {
+    /// <summary>Size of each image file of the pool.</summary>
+    public const int PoolFileSize = 1 << 20;
+
+    private readonly string dir;
+
+    /// <summary>Creates a judge with a fresh folder of image files for commands to name.</summary>
+    public Judge()
+    {
+        dir = Directory.CreateTempSubdirectory("verified-judge-").FullName;
+        Files = [.. CommandGen.DefaultFiles.Select(f => Path.Combine(dir, f))];
+        foreach (var f in Files)
+        {
+            using var s = File.Create(f);
+            s.SetLength(PoolFileSize);
+        }
+    }
+
+    /// <summary>The image files that exist for this judge (absolute paths).</summary>
+    public IReadOnlyList<string> Files { get; }
+
     /// <summary>The model's state.</summary>
     public ModelState Model { get; private set; } = ModelState.Initial;
 
     /// <summary>The implementation.</summary>
     public BlockEngine Impl { get; } = new();
+
+    /// <summary>The model's reply to the last step.</summary>
+    public Reply? LastReply { get; private set; }
 
     /// <summary>Applies one command to both; returns a description of the divergence, or null when they agree.</summary>
     public string? Step(Command c)
@@ -25,6 +48,7 @@ public sealed class Judge : IDisposable
         var (next, modelReply) = Machine.Apply(Model, c);
         Model = next;
         var implReply = Impl.Execute(c);
+        LastReply = modelReply;
         var replyDiff = CompareReplies(modelReply, implReply);
         if (replyDiff is not null && KnownDivergences.Find(c, modelReply, implReply) is null) return replyDiff;
         var stateDiff = Canonical.Diff(Canonical.Of(Model), Canonical.Of(Impl));
@@ -47,6 +71,10 @@ public sealed class Judge : IDisposable
         return a == b ? null : $"replies differ:\n  model: {a}\n  impl:  {b}";
     }
 
-    /// <summary>Closes the implementation's nodes.</summary>
-    public void Dispose() => Impl.Dispose();
+    /// <summary>Closes the implementation's nodes and removes the image files.</summary>
+    public void Dispose()
+    {
+        Impl.Dispose();
+        Directory.Delete(dir, recursive: true);
+    }
 }
