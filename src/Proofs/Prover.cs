@@ -28,7 +28,8 @@ public static class Prover
             if (smt2Folder is not null)
                 File.WriteAllText(Path.Combine(smt2Folder, t.Name + ".smt2"),
                     $"; {t.Statement}\n; expected: {(t.Universal ? "unsat (the negation has no model)" : "sat (a witness exists)")}\n"
-                    + SmtRules.Prelude + t.Query + "\n(check-sat)\n(get-model)\n");
+                    + SmtRules.Prelude + t.Query + "\n(check-sat)\n"
+                    + (t.Universal ? "" : $"(get-value ({string.Join(' ', t.Variables)}))\n"));
             var sw = Stopwatch.StartNew();
             var r = solver.Check(SmtRules.Prelude + t.Query, t.Variables);
             sw.Stop();

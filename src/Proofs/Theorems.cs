@@ -100,7 +100,7 @@ public static class Theorems
             "Two writable format nodes on one file node conflict, whatever their users need.",
             Two, Conflict("(image-perm p1 s1 true)", "(image-shared p1 s1)", "(image-perm p2 s2 true)", "(image-shared p2 s2)")));
         list.Add(new("Read_only_format_writes_nothing_unless_written_through",
-            "A read-only format node takes no write or write-unchanged on its image unless a parent asks to write through it, and resize only when a parent asks for resize.",
+            "A read-only format node takes no write or write-unchanged on its image unless a parent asks to write through it, and no resize unless a parent asks to write or resize.",
             PS, "(and (=> (not (has p (bvor W WU))) (not (has (image-perm p s false) (bvor W WU)))) (=> (not (has p (bvor W WU RS))) (not (has (image-perm p s false) RS))))"));
         list.Add(new("Copy_on_read_always_needs_write_unchanged",
             "copy-on-read takes write-unchanged on its child even with no user, so it cannot sit on a read-only node.",
@@ -119,8 +119,8 @@ public static class Theorems
             "(declare-const ro1 Bool)(declare-const ro2 Bool)",
             $"(= {Conflict("(device-perm ro1)", "(device-shared false)", "(device-perm ro2)", "(device-shared false)")} (or (not ro1) (not ro2)))"));
         list.Add(new("Preallocate_insertion_passes_where_a_branch_conflicts",
-            "Witness that checking only the final graph accepts more: a preallocate filter beside a writer (a branch) conflicts, inserted between them it does not.",
-            PS, $"(and {Conflict("p", "s", "(prealloc-perm p s)", "(prealloc-shared p s)")} (subset (prealloc-perm p s) ALL))", Universal: false));
+            "Witness that checking only the final graph accepts more: a preallocate filter beside a writer (a branch) conflicts with the writer's direct edge, while inserted in place of that edge it coexists with a reader of the node.",
+            PS, $"(and {Conflict("p", "s", "(prealloc-perm p s)", "(prealloc-shared p s)")} (not {Conflict("CR", "ALL", "(prealloc-perm p s)", "(prealloc-shared p s)")}))", Universal: false));
         return list;
     }
 }
