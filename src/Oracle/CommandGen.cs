@@ -53,10 +53,27 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
             12 => Chance(2) ? new DeviceDel(ExistingId(s.Graph.Devices.Keys, ["d0", "d1", "d2"])) : QomSet(s),
             13 => s.Graph.NbdServerRunning && !Chance(6) ? ExportAdd(s) : new NbdServerStart("{\"type\":\"unix\",\"data\":{\"path\":\"/tmp/nbd.sock\"}}"),
             14 => new BlockExportDel(ExistingId(s.Graph.Exports.Keys, ["e0", "e1", "e2"]), "safe"),
-            15 => Chance(3) ? new ObjectDel(One(["tg0", "tg1"])) : new ObjectAdd("throttle-group", One(["tg0", "tg1"]), ValueMap<string>.Empty),
+            15 => Chance(3) ? new ObjectDel(One(["tg0", "tg1"])) : new ObjectAdd("throttle-group", One(["tg0", "tg1"]), Limits()),
             16 => Bitmap(s),
             _ => Transaction(s),
         };
+    }
+
+    /// <summary>Throttle limits: none, a valid set, or one that breaks a rule.</summary>
+    private ValueMap<string> Limits()
+    {
+        if (Chance(2)) return ValueMap<string>.Empty;
+        var parts = new List<string>();
+        foreach (var (key, values) in new (string, long[])[]
+        {
+            ("iops-total", [0, 100, 1000]), ("iops-read", [0, 50]), ("iops-total-max", [0, 200, 50]),
+            ("iops-total-max-length", [1, 2, 0]), ("bps-write", [0, 1 << 20]), ("iops-size", [0, 4096]),
+        })
+        {
+            var v = One(values);
+            if (v != 0 || key.EndsWith("length", StringComparison.Ordinal) && !Chance(3)) parts.Add($"\"{key}\":{v}");
+        }
+        return ValueMap<string>.Empty.SetItem("limits", "{" + string.Join(",", parts) + "}");
     }
 
     /// <summary>A transaction of graph and classic actions, sometimes ending in abort.</summary>

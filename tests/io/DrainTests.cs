@@ -62,6 +62,10 @@ public sealed class DrainTests : IDisposable
                 lock (errors) errors.Add(e);
             }
         })).ToList();
+        // Every writer must be writing before the graph starts changing under it.
+        var started = DateTime.UtcNow;
+        while (Enumerable.Range(0, Writers).Any(w => Volatile.Read(ref acked[w]) == 0) && DateTime.UtcNow - started < TimeSpan.FromSeconds(30))
+            await Task.Delay(1);
 
         string[] filters = ["compress", "raw"];
         for (int i = 0; i < Cycles; i++)

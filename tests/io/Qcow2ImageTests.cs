@@ -37,7 +37,7 @@ public sealed class Qcow2ImageTests : IDisposable
         Assert.True(code == 0, output);
         Assert.Contains("No errors were found", output, StringComparison.Ordinal);
         var info = JsonNode.Parse(QemuImg("info", "--output=json", path).Out)!;
-        Assert.Equal(size, info["virtual-size"]!.GetValue<long>());
+        Assert.Equal((size + 511) / 512 * 512, info["virtual-size"]!.GetValue<long>());
         Assert.Equal("qcow2", info["format"]!.GetValue<string>());
     }
 

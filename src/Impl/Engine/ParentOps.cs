@@ -120,6 +120,11 @@ public sealed partial class BlockEngine
     {
         if (!Names.IsWellFormed(o.Id)) return QmpError.Generic("Parameter 'id' expects an identifier");
         if (objects.ContainsKey(o.Id)) return QmpError.Generic($"attempt to add duplicate property '{o.Id}' to object (type 'container')");
+        if (o.QomType == "throttle-group")
+        {
+            var (_, bad) = ThrottleLimits.Parse(o.Props.TryGetValue("limits", out var l) ? l : null);
+            if (bad is not null) return QmpError.Generic(bad);
+        }
         objects.Add(o.Id, new QomObjectEntry(o.Id, o.QomType, o.Props, o.QomType == "throttle-group" ? new ThrottleGroup(o.Id, o.Props) : null));
         return null;
     }

@@ -35,6 +35,7 @@ public static class Qcow2Image
         ArgumentNullException.ThrowIfNull(path);
         ArgumentOutOfRangeException.ThrowIfNegative(size);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(size, SizeMax);
+        size = (size + 511) & ~511L; // qemu-img rounds sizes up to whole sectors
         int cluster = 1 << ClusterBits;
         long l2Coverage = (long)cluster / 8 * cluster;
         int l1Size = (int)((size + l2Coverage - 1) / l2Coverage);

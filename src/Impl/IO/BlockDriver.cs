@@ -41,6 +41,8 @@ public static class Errnos
     public const int EPERM = 1;
     /// <summary>I/O error.</summary>
     public const int EIO = 5;
+    /// <summary>Permission denied (a broken copy-before-write snapshot).</summary>
+    public const int EACCES = 13;
     /// <summary>Out of memory.</summary>
     public const int ENOMEM = 12;
     /// <summary>Invalid argument.</summary>

@@ -60,7 +60,12 @@ internal static class Refresher
         var err = n.Driver.CheckPerm(perm, shared);
         if (err is not null) return err;
         var driver = n.Driver;
-        tran.Add(abort: driver.AbortPerm, commit: () => driver.SetPerm(perm, shared));
+        // As bdrv_drv_set_perm_commit: the driver gets the node's perms as they stand at commit time.
+        tran.Add(abort: driver.AbortPerm, commit: () =>
+        {
+            var (p, s) = n.ComputeCumulative();
+            driver.SetPerm(p, s);
+        });
 
         var (oldPerm, oldShared) = (n.CumulativePerm, n.CumulativeShared);
         if (oldPerm != perm || oldShared != shared)
