@@ -85,9 +85,10 @@ public static class Campaign
         var log = new List<Command>();
         for (int i = 0; i < steps; i++)
         {
-            var c = Rebase(gen.Next(judge.Model), judge);
+            // The log keeps pool files by bare name, so a replay on another judge (another folder) means the same.
+            var c = gen.Next(judge.Model);
             log.Add(c);
-            var d = judge.Step(c);
+            var d = judge.Step(Rebase(c, judge));
             if (stats is not null) Count(stats, c, judge);
             if (d is not null) return (log, d);
         }

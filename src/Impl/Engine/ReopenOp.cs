@@ -98,7 +98,8 @@ public sealed partial class BlockEngine
         node.ReadOnly = readOnly;
         tran.Add(abort: () => node.ReadOnly = old);
         refresh.Add(node);
-        foreach (var c in node.ChildList.ToList())
+        // Children newest first, as bdrv_reopen_queue_child walks them.
+        foreach (var c in node.Children.ToList())
         {
             if (c.Node.InheritsFrom == node && !c.Node.Options.ContainsKey("read-only") && (c.Role & Role.Cow) == 0)
                 SetReadOnlyCascade(tran, c.Node, readOnly, refresh, wasWritable);
