@@ -17,7 +17,7 @@ public class IoBenchmarks
     private byte[] buffer = null!;
     private string? path;
 
-    [Params("null", "raw-null", "raw-raw-null", "throttle-raw-null", "file", "raw-file")]
+    [Params("null", "raw-null", "raw-raw-null", "throttle-raw-null", "file", "raw-file", "throttle-raw-file")]
     public string Stack { get; set; } = "null";
 
     [Params(4096, 65536)]

@@ -6,10 +6,10 @@ using Verified.Vocabulary;
 namespace Verified.Benchmarks;
 
 /// <summary>
-/// Cost of a transaction against graph size: N null-co nodes each under a raw node, then one
-/// x-blockdev-replace moving one raw node's file to another null-co node and back (two commits per
-/// invocation). The implementation's cost should follow the nodes a change touches, not N; the model,
-/// being immutable and plain, is run side by side for comparison.
+/// Cost of a transaction against graph size N and action count K: N null-co nodes each under a raw
+/// node; one transaction of K x-blockdev-replace actions moves K raw nodes onto spare null-co nodes,
+/// a second moves them back (two commits per invocation). The implementation's cost should follow K
+/// and the nodes a change touches, not N; the model (immutable and plain) runs side by side.
 /// </summary>
 [MemoryDiagnoser]
 public class TransactionBenchmarks
@@ -21,6 +21,9 @@ public class TransactionBenchmarks
     [Params(10, 1_000, 10_000)]
     public int Nodes { get; set; }
 
+    [Params(1, 8)]
+    public int Actions { get; set; }
+
     [GlobalSetup]
     public void Setup()
     {
@@ -31,9 +34,16 @@ public class TransactionBenchmarks
             Apply($$$"""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"n{{{i}}}"}}""");
             Apply($$$"""{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r{{{i}}}","file":"n{{{i}}}"}}""");
         }
-        Apply("""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"spare"}}""");
-        there = Parse("""{"execute":"x-blockdev-replace","arguments":{"parent-type":"driver","node-name":"r0","child":"file","new-child":"spare"}}""");
-        back = Parse("""{"execute":"x-blockdev-replace","arguments":{"parent-type":"driver","node-name":"r0","child":"file","new-child":"n0"}}""");
+        var thereActions = new List<Command>();
+        var backActions = new List<Command>();
+        for (int k = 0; k < Actions; k++)
+        {
+            Apply($$$"""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"spare{{{k}}}"}}""");
+            thereActions.Add(new BlockdevReplace(new ReplaceDriverParent($"r{k}", "file"), $"spare{k}"));
+            backActions.Add(new BlockdevReplace(new ReplaceDriverParent($"r{k}", "file"), $"n{k}"));
+        }
+        there = new Vocabulary.Transaction(ValueList<Command>.From(thereActions), "individual");
+        back = new Vocabulary.Transaction(ValueList<Command>.From(backActions), "individual");
     }
 
     private void Apply(string json)
@@ -42,8 +52,6 @@ public class TransactionBenchmarks
         if (!engine.Execute(req).IsOk) throw new InvalidOperationException(json);
         if (Nodes <= 1_000) model = Machine.Apply(model, req).State; // the model is too slow to build 10,000 nodes here
     }
-
-    private static Command Parse(string json) => CommandParser.ParseRequest(System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject()).Command!;
 
     [GlobalCleanup]
     public void Cleanup() => engine.Dispose();

@@ -216,7 +216,21 @@ public static class Operations
         ArgumentNullException.ThrowIfNull(tx);
         ArgumentNullException.ThrowIfNull(edge);
         var g = tx.Graph with { Edges = ValueList<Edge>.From(tx.Graph.Edges.Where(e => e.Id != edge.Id)) };
+        if (edge.Parent is NodeParent np) g = UnsetInheritsFrom(g, np.Node, edge.Child);
         return UnrefTran(tx.On(g), edge.Child);
+    }
+
+    /// <summary>
+    /// <c>bdrv_unset_inherits_from</c>: once <paramref name="child"/> is no longer a child of <paramref name="root"/>,
+    /// it (and any node below it) stops inheriting options from <paramref name="root"/>.
+    /// </summary>
+    public static Graph UnsetInheritsFrom(Graph g, string root, string child)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        if (g.Find(child) is not { } c) return g;
+        if (c.InheritsFrom == root && !g.ChildrenOf(root).Any(e => e.Child == child)) g = g.With(c with { InheritsFrom = null });
+        foreach (var e in g.ChildrenOf(child).ToList()) g = UnsetInheritsFrom(g, root, e.Child);
+        return g;
     }
 
     /// <summary>
@@ -264,6 +278,7 @@ public static class Operations
     {
         var before = g;
         g = g with { Edges = ValueList<Edge>.From(g.Edges.Where(x => x.Id != e.Id)) };
+        if (e.Parent is NodeParent np) g = UnsetInheritsFrom(g, np.Node, e.Child);
         var refreshed = Refresh.Subtree(g, e.Child, committed: before);
         if (refreshed.Ok) g = refreshed.Get();
         return g.RefCount(e.Child) == 0 ? Delete(g, e.Child) : g;

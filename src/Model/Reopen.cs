@@ -77,9 +77,15 @@ public static class Reopen
         return null;
     }
 
+    /// <summary>
+    /// The <c>file</c> and <c>backing</c> changes of one entry (<c>bdrv_set_file_or_backing_noperm</c>): the old
+    /// edge is removed and a new one attached (so it becomes the newest child); then the node and its old
+    /// children are queued for the refresh as QEMU queues them (node, old backing, old file).
+    /// </summary>
     private static Result<Tx> ChangeChildren(Tx tx, Node node, BlockdevOptions o)
     {
         var schema = BlockdevSchema.Get(node.Driver)!;
+        var old = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var field in schema.ChildFields)
         {
             var current = tx.Graph.ChildEdge(node.Name, field.Name);
@@ -90,36 +96,39 @@ public static class Reopen
                 if (current is not null) return Results.Fail($"{field.Name} is missing for '{node.Name}'");
                 continue;
             }
+            string? target;
             switch (given.Ref)
             {
                 case null:
-                    if (current is null) break;
-                    if (Operations.Frozen(tx.Graph, current) is { } frozen) return frozen;
-                    tx = Operations.RemoveChild(tx, current);
+                    target = null;
                     break;
                 case BlockdevRefName n:
-                    var r = SetChild(tx, node, field.Name, current, n.Name);
-                    if (!r.Ok) return r;
-                    tx = r.Get();
+                    if (tx.Graph.Live(n.Name) is null) return Results.Fail($"Cannot find device='' nor node-name='{n.Name}'");
+                    if (tx.Graph.Reaches(n.Name, node.Name))
+                        return Results.Fail($"Making '{n.Name}' a {field.Name} child of '{node.Name}' would create a cycle");
+                    target = n.Name;
                     break;
                 default:
                     return Results.Fail($"Cannot change the option '{field.Name}'");
             }
+            if (current?.Child == target) continue;
+            if (current is null && Drivers.IsFilter(node.Driver))
+                return Results.Fail($"'{node.Name}' is a {node.Driver} filter node that does not support a {field.Name} child");
+            if (current is not null && Operations.Frozen(tx.Graph, current) is { } frozen) return frozen;
+            if (current is null && field.Name != "backing") return Results.Fail("Cannot set file child to format node without file child");
+            var role = field.Name == "backing" ? Role.Cow : current!.Role;
+            if (current is not null)
+            {
+                old[field.Name] = current.Child;
+                tx = Operations.RemoveChild(tx, current);
+            }
+            if (target is not null) tx = tx.On(Operations.AttachChild(tx.Graph, node.Name, field.Name, target, role));
+        }
+        tx = tx.NeedsRefresh(node.Name);
+        foreach (var f in new[] { "backing", "file" })
+        {
+            if (old.TryGetValue(f, out var o2) && tx.Graph.Find(o2) is not null) tx = tx.NeedsRefresh(o2);
         }
         return tx;
-    }
-
-    private static Result<Tx> SetChild(Tx tx, Node node, string childName, Edge? current, string target)
-    {
-        if (tx.Graph.Find(target) is null) return Results.Fail($"Cannot find device='' nor node-name='{target}'");
-        if (tx.Graph.Reaches(target, node.Name))
-            return Results.Fail($"Making '{target}' a {childName} child of '{node.Name}' would create a cycle");
-        if (current?.Child == target) return tx;
-        if (current is not null)
-            return Operations.Frozen(tx.Graph, current) is { } frozen ? frozen : Operations.ReplaceChild(tx, current, target);
-        if (Drivers.IsFilter(node.Driver))
-            return Results.Fail($"'{node.Name}' is a {node.Driver} filter node that does not support a {childName} child");
-        var g = Operations.AttachChild(tx.Graph, node.Name, childName, target, Drivers.ChildRole(node.Driver, childName, node.Options));
-        return tx.On(g).NeedsRefresh(target).NeedsRefresh(node.Name);
     }
 }

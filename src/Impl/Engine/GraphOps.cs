@@ -184,7 +184,19 @@ public sealed partial class BlockEngine
             child.ParentList.Insert(pi, edge);
             parent.ChildList.Insert(ci, edge);
         });
+        UnsetInheritsFrom(tran, parent, child);
         UnrefTran(tran, child, refresh);
+    }
+
+    /// <summary><c>bdrv_unset_inherits_from</c>: a node no longer below <paramref name="root"/> stops inheriting from it, and so do its descendants.</summary>
+    private static void UnsetInheritsFrom(UndoLog? tran, BlockNode root, BlockNode child)
+    {
+        if (child.InheritsFrom == root && !root.ChildList.Exists(c => c.Node == child))
+        {
+            child.InheritsFrom = null;
+            tran?.Add(abort: () => child.InheritsFrom = root);
+        }
+        foreach (var c in child.ChildList) UnsetInheritsFrom(tran, root, c.Node);
     }
 
     /// <summary>Deletes an unreferenced node outside any transaction: children detached newest first, each refreshed with errors ignored.</summary>
@@ -201,8 +213,12 @@ public sealed partial class BlockEngine
     private void DetachAndRelease(BdrvChild edge)
     {
         var child = edge.Node;
-        if (edge.Parent is BlockNode parent) parent.ChildList.Remove(edge);
         child.ParentList.Remove(edge);
+        if (edge.Parent is BlockNode parent)
+        {
+            parent.ChildList.Remove(edge);
+            UnsetInheritsFrom(null, parent, child);
+        }
         var tran = new UndoLog();
         if (Rules.Refresher.Refresh([child], tran) is null) tran.Commit();
         else tran.Abort();

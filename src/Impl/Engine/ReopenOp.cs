@@ -49,8 +49,13 @@ public sealed partial class BlockEngine
         return null;
     }
 
+    /// <summary>
+    /// The file/backing changes of one entry: remove the old edge and attach a new one (QEMU's
+    /// bdrv_set_file_or_backing_noperm), then queue the node, its old backing and its old file.
+    /// </summary>
     private QmpError? ReopenChildren(UndoLog tran, BlockNode node, BlockdevOptions o, List<BlockNode> refresh)
     {
+        BlockNode? oldFile = null, oldBacking = null;
         foreach (var field in BlockdevSchema.Get(node.DriverName)!.ChildFields)
         {
             var current = node.Child(field.Name);
@@ -60,33 +65,35 @@ public sealed partial class BlockEngine
                 if (current is not null) return QmpError.Generic($"{field.Name} is missing for '{node.Name}'");
                 continue;
             }
+            BlockNode? target = null;
             switch (given.Ref)
             {
                 case null:
-                    if (current is null) break;
-                    if (Frozen(current) is { } f) return f;
-                    RemoveChild(tran, current, refresh);
                     break;
                 case BlockdevRefName n:
-                    if (!nodes.TryGetValue(n.Name, out var target)) return QmpError.Generic($"Cannot find device='' nor node-name='{n.Name}'");
+                    if (!Live(n.Name, out target)) return QmpError.Generic($"Cannot find device='' nor node-name='{n.Name}'");
                     if (Reaches(target, node)) return QmpError.Generic($"Making '{n.Name}' a {field.Name} child of '{node.Name}' would create a cycle");
-                    if (current?.Node == target) break;
-                    if (current is not null)
-                    {
-                        if (Frozen(current) is { } fr) return fr;
-                        ReplaceChild(tran, current, target, refresh);
-                        break;
-                    }
-                    if (PermRules.IsFilter(node.DriverName))
-                        return QmpError.Generic($"'{node.Name}' is a {node.DriverName} filter node that does not support a {field.Name} child");
-                    AttachChild(tran, node, field.Name, target, PermRules.RoleOf(node.DriverName, field.Name, node.Options));
-                    refresh.Add(target);
-                    refresh.Add(node);
                     break;
                 default:
                     return QmpError.Generic($"Cannot change the option '{field.Name}'");
             }
+            if (current?.Node == target) continue;
+            if (current is null && PermRules.IsFilter(node.DriverName))
+                return QmpError.Generic($"'{node.Name}' is a {node.DriverName} filter node that does not support a {field.Name} child");
+            if (current is not null && Frozen(current) is { } frozen) return frozen;
+            if (current is null && field.Name != "backing") return QmpError.Generic("Cannot set file child to format node without file child");
+            var role = field.Name == "backing" ? Role.Cow : current!.Role;
+            if (current is not null)
+            {
+                if (field.Name == "backing") oldBacking = current.Node;
+                else oldFile = current.Node;
+                RemoveChild(tran, current, refresh);
+            }
+            if (target is not null) AttachChild(tran, node, field.Name, target, role);
         }
+        refresh.Add(node);
+        if (oldBacking is { Deleted: false }) refresh.Add(oldBacking);
+        if (oldFile is { Deleted: false }) refresh.Add(oldFile);
         return null;
     }
 
