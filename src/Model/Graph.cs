@@ -27,8 +27,11 @@ public sealed record Bitmap(string Name, long Granularity, bool Enabled, bool Pe
 public sealed record Node(string Name, string Driver, bool ReadOnly, bool MonitorOwned, bool AutoNamed,
     ValueMap<string> Options, ValueList<Bitmap> Bitmaps, long Seq)
 {
-    /// <summary>The parent this node was created inline under (QEMU's <c>inherits_from</c>); reopen cascades read-only to it.</summary>
-    public string? InheritsFrom { get; init; }
+    /// <summary>
+    /// The creation stamp (<see cref="Seq"/>) of the parent this node was created inline under (QEMU's
+    /// <c>inherits_from</c>, a pointer: a stamp, unlike a name, never refers to a later node of the same name).
+    /// </summary>
+    public long? InheritsFrom { get; init; }
 
     /// <summary>Writable in QEMU's sense (RDWR and not inactive; Verified has no inactive nodes).</summary>
     public bool Writable => !ReadOnly;

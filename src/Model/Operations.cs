@@ -16,7 +16,7 @@ public static class Operations
     /// driver's <c>file</c> subtree first, then the node's name, then its other children in order.
     /// </summary>
     /// <remarks>On failure the returned <see cref="Opened.Tx"/> still carries the advanced name counter.</remarks>
-    public static Opened Open(Tx tx, BlockdevOptions o, bool? inheritedReadOnly, bool asBacking, string? inheritsFrom)
+    public static Opened Open(Tx tx, BlockdevOptions o, bool? inheritedReadOnly, bool asBacking, long? inheritsFrom)
     {
         ArgumentNullException.ThrowIfNull(tx);
         ArgumentNullException.ThrowIfNull(o);
@@ -25,7 +25,7 @@ public static class Operations
         var file = o.Child("file");
         if (!Drivers.IsProtocol(o.Driver) && file is { Ref: not null })
         {
-            var r = OpenChild(tx, file, readOnly, parentName: null);
+            var r = OpenChild(tx, file, readOnly, parentSeq: null);
             if (r.Error is not null) return r;
             tx = r.Tx;
             opened.Add(("file", r.Name));
@@ -49,7 +49,7 @@ public static class Operations
         tx = tx.On(g.With(node));
         // The file subtree was opened before this node had a name; it inherits from this node all the same.
         if (file?.Ref is BlockdevRefInline && opened.Count == 1)
-            tx = tx.On(tx.Graph.With(tx.Graph.Nodes[opened[0].Node] with { InheritsFrom = name }));
+            tx = tx.On(tx.Graph.With(tx.Graph.Nodes[opened[0].Node] with { InheritsFrom = seq }));
 
         foreach (var c in o.Children)
         {
@@ -58,7 +58,7 @@ public static class Operations
             if (opened.FirstOrDefault(x => x.Key == c.Key) is { Node: not null } pre) child = pre.Node;
             else
             {
-                var r = OpenChild(tx, c, readOnly, name);
+                var r = OpenChild(tx, c, readOnly, seq);
                 if (r.Error is not null) return r;
                 (tx, child) = (r.Tx, r.Name);
             }
@@ -68,7 +68,7 @@ public static class Operations
         return new(tx, name, driverErr);
     }
 
-    private static Opened OpenChild(Tx tx, ChildOption c, bool parentReadOnly, string? parentName)
+    private static Opened OpenChild(Tx tx, ChildOption c, bool parentReadOnly, long? parentSeq)
     {
         switch (c.Ref)
         {
@@ -77,7 +77,7 @@ public static class Operations
                     ? Results.Fail($"Cannot find device='{n.Name}' nor node-name='{n.Name}'") : null);
             case BlockdevRefInline i:
                 // Inline children inherit read-only; a backing file is read-only unless asked otherwise.
-                return Open(tx, i.Options, parentReadOnly, c.Key == "backing", parentName);
+                return Open(tx, i.Options, parentReadOnly, c.Key == "backing", parentSeq);
             default:
                 throw new ArgumentException("null child reference", nameof(c));
         }
@@ -227,8 +227,8 @@ public static class Operations
     public static Graph UnsetInheritsFrom(Graph g, string root, string child)
     {
         ArgumentNullException.ThrowIfNull(g);
-        if (g.Find(child) is not { } c) return g;
-        if (c.InheritsFrom == root && !g.ChildrenOf(root).Any(e => e.Child == child)) g = g.With(c with { InheritsFrom = null });
+        if (g.Find(child) is not { } c || g.Find(root) is not { } r) return g;
+        if (c.InheritsFrom == r.Seq && !g.ChildrenOf(root).Any(e => e.Child == child)) g = g.With(c with { InheritsFrom = null });
         foreach (var e in g.ChildrenOf(child).ToList()) g = UnsetInheritsFrom(g, root, e.Child);
         return g;
     }

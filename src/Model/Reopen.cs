@@ -60,7 +60,7 @@ public static class Reopen
         foreach (var e in tx.Graph.ChildrenOf(node).ToList())
         {
             var c = tx.Graph.Nodes[e.Child];
-            if (c.InheritsFrom == node && !c.Options.ContainsKey("read-only") && (e.Role & Role.Cow) == 0)
+            if (c.InheritsFrom == n.Seq && !c.Options.ContainsKey("read-only") && (e.Role & Role.Cow) == 0)
                 tx = SetReadOnlyFlags(tx, c.Name, readOnly);
         }
         return tx;

@@ -23,7 +23,9 @@ public static class Canonical
         var sb = new StringBuilder();
         foreach (var n in g.Nodes.Values.OrderBy(n => n.Seq))
         {
-            NodeLine(sb, n.Name, n.Driver, n.ReadOnly, n.MonitorOwned, n.AutoNamed, n.Options, n.InheritsFrom,
+            // An inherits_from that points at a deleted node is no link at all (and a dangling pointer in QEMU).
+            var inherits = n.InheritsFrom is { } seq ? g.Nodes.Values.FirstOrDefault(p => p.Seq == seq)?.Name : null;
+            NodeLine(sb, n.Name, n.Driver, n.ReadOnly, n.MonitorOwned, n.AutoNamed, n.Options, inherits,
                 n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)), g.RefCount(n.Name));
             EdgeLines(sb, n.Name, "parents", g.ParentsOf(n.Name).Select(e => $"{Label(g.GraphName(e.Parent))}.{e.Name}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}"));
             EdgeLines(sb, n.Name, "children", g.ChildrenOf(n.Name).Select(e => $"{e.Name}->{Label(e.Child)}:{Roles.Short(e.Role)}"));
@@ -44,7 +46,8 @@ public static class Canonical
         var sb = new StringBuilder();
         foreach (var n in e.Nodes)
         {
-            NodeLine(sb, n.Name, n.DriverName, n.ReadOnly, n.MonitorOwned, n.AutoNamed, n.Options, n.InheritsFrom?.Name,
+            var inherits = n.InheritsFrom is { Deleted: false } p && e.FindNode(p.Name) == p ? p.Name : null;
+            NodeLine(sb, n.Name, n.DriverName, n.ReadOnly, n.MonitorOwned, n.AutoNamed, n.Options, inherits,
                 n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)), n.RefCount);
             EdgeLines(sb, n.Name, "parents", n.Parents.Select(c => $"{Label(c.Parent.GraphName)}.{c.Name}:{Perms.Short(c.Perm)}/{Perms.Short(c.Shared)}"));
             EdgeLines(sb, n.Name, "children", n.Children.Select(c => $"{c.Name}->{Label(c.Node.Name)}:{Roles.Short(c.Role)}"));
