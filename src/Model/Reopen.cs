@@ -24,10 +24,13 @@ public static class Reopen
         {
             if (o.NodeName is not { } name) return Results.Fail("node-name not specified");
             if (tx.Graph.Find(name) is not { } node) return Results.Fail($"Failed to find node with node-name='{name}'");
-            var err = CheckOptions(node, o);
-            if (err is not null) return err;
+            // bdrv_reopen_prepare's order: a driver without reopen support, backing, file, then every other option.
+            if (!Drivers.Reopenable(node.Driver))
+                return Results.Fail($"Block format '{node.Driver}' used by node '{name}' does not support reopening files");
             var r = ChangeChildren(tx, node, o);
             if (!r.Ok) return r.Error!;
+            var err = CheckOptions(r.Get().Graph, node, o);
+            if (err is not null) return err;
             tx = SetReadOnlyFlags(r.Get(), name, o.ReadOnly ?? false);
             newOptions.Add((name, o.Scalars));
         }
@@ -66,8 +69,14 @@ public static class Reopen
         return tx;
     }
 
-    private static QmpError? CheckOptions(Node node, BlockdevOptions o)
+    private static QmpError? CheckOptions(Graph g, Node node, BlockdevOptions o)
     {
+        // Children other than file and backing may only name the node they already have.
+        foreach (var f in BlockdevSchema.Get(node.Driver)!.ChildFields.Where(f => f.Name is not "file" and not "backing"))
+        {
+            if (o.Child(f.Name)?.Ref is not BlockdevRefName n || g.ChildEdge(node.Name, f.Name)?.Child != n.Name)
+                return Results.Fail($"Cannot change the option '{f.Name}'");
+        }
         if (o.Driver != node.Driver) return Results.Fail("Cannot change the option 'driver'");
         foreach (var key in node.Options.Keys.Union(o.Scalars.Keys).Order(StringComparer.Ordinal))
         {
@@ -86,7 +95,7 @@ public static class Reopen
     {
         var schema = BlockdevSchema.Get(node.Driver)!;
         var old = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var field in schema.ChildFields)
+        foreach (var field in schema.ChildFields.Where(f => f.Name is "file" or "backing").OrderBy(f => f.Name == "file"))
         {
             var current = tx.Graph.ChildEdge(node.Name, field.Name);
             var given = o.Child(field.Name);

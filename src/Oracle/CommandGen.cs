@@ -66,8 +66,8 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
         var parts = new List<string>();
         foreach (var (key, values) in new (string, long[])[]
         {
-            ("iops-total", [0, 100, 1000]), ("iops-read", [0, 50]), ("iops-total-max", [0, 200, 50]),
-            ("iops-total-max-length", [1, 2, 0]), ("bps-write", [0, 1 << 20]), ("iops-size", [0, 4096]),
+            ("iops-total", [0, 100, 1000]), ("iops-read", [0, 0, 0, 50]), ("iops-total-max", [0, 0, 200, 50]),
+            ("iops-total-max-length", [1, 1, 2, 0]), ("bps-write", [0, 0, 1 << 20]), ("iops-size", [0, 0, 4096]),
         })
         {
             var v = One(values);
@@ -107,12 +107,19 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
         _ => Replace(s),
     };
 
-    private BlockdevAdd Add(ModelState s) => new(Options(s, One(NodeNames), depth: 0));
+    private BlockdevAdd Add(ModelState s) => new(Options(s, FreshName(s), depth: 0));
+
+    /// <summary>Mostly a name not in use (so the add can succeed), sometimes any name of the pool (a duplicate).</summary>
+    private string FreshName(ModelState s)
+    {
+        var free = NodeNames.Where(n => s.Graph.Find(n) is null).ToList();
+        return free.Count == 0 || Chance(8) ? One(NodeNames) : One(free);
+    }
 
     private BlockdevOptions Options(ModelState s, string? name, int depth)
     {
-        var driver = One(["null-co", "file", "raw", "qcow2", "throttle", "compress", "copy-on-read", "preallocate",
-            "copy-before-write", "snapshot-access", "blkdebug"]);
+        var driver = One(DriverPool);
+        if (driver == "compress" && !Chance(3)) driver = "raw"; // compress needs qcow2 below: mostly refused
         if (depth > 1 && driver is not "null-co" and not "file") driver = "file";
         var scalars = ValueMap<string>.Empty;
         if (Chance(6)) scalars = scalars.SetItem("read-only", "true");
@@ -152,12 +159,19 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
                 children.Add(new("file", Child(s, depth)));
                 if (Chance(4)) scalars = scalars.SetItem("bottom", JsonSerializer.Serialize(ExistingOr(s, "nosuch")));
                 break;
+            case "compress":
+                var q = s.Graph.Nodes.Values.Where(n => n.Driver == "qcow2").Select(n => n.Name).ToList();
+                children.Add(new("file", q.Count > 0 && !Chance(4) ? new BlockdevRefName(One(q)) : Child(s, depth)));
+                break;
             default:
                 children.Add(new("file", Child(s, depth)));
                 break;
         }
         return new BlockdevOptions(driver, name, scalars, ValueList<ChildOption>.From(children));
     }
+
+    private static readonly string[] DriverPool = ["null-co", "file", "raw", "qcow2", "throttle", "compress", "copy-on-read", "preallocate",
+        "copy-before-write", "snapshot-access", "blkdebug"];
 
     private BlockdevRef Child(ModelState s, int depth)
     {

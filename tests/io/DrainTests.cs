@@ -67,7 +67,7 @@ public sealed class DrainTests : IDisposable
         while (Enumerable.Range(0, Writers).Any(w => Volatile.Read(ref acked[w]) == 0) && DateTime.UtcNow - started < TimeSpan.FromSeconds(30))
             await Task.Delay(1);
 
-        string[] filters = ["compress", "raw"];
+        string[] filters = ["preallocate", "raw"];
         for (int i = 0; i < Cycles; i++)
         {
             var drv = filters[i % filters.Length];

@@ -19,7 +19,9 @@ public sealed partial class BlockEngine
         {
             if (o.NodeName is not { } name) { tran.Abort(); return QmpError.Generic("node-name not specified"); }
             if (!nodes.TryGetValue(name, out var node)) { tran.Abort(); return QmpError.Generic($"Failed to find node with node-name='{name}'"); }
-            var err = ReopenOptionsCheck(node, o) ?? ReopenChildren(tran, node, o, refresh);
+            var err = (PermRules.Reopenable(node.DriverName) ? null
+                    : QmpError.Generic($"Block format '{node.DriverName}' used by node '{name}' does not support reopening files"))
+                ?? ReopenChildren(tran, node, o, refresh) ?? ReopenOptionsCheck(node, o);
             if (err is not null) { tran.Abort(); return err; }
             SetReadOnlyCascade(tran, node, o.ReadOnly ?? false, refresh, wasWritable);
             newOptions.Add((node, o.Scalars));
@@ -38,6 +40,12 @@ public sealed partial class BlockEngine
 
     private static QmpError? ReopenOptionsCheck(BlockNode node, BlockdevOptions o)
     {
+        foreach (var f in BlockdevSchema.Get(node.DriverName)!.ChildFields)
+        {
+            if (f.Name is "file" or "backing") continue;
+            if (o.Child(f.Name)?.Ref is not BlockdevRefName n || node.Child(f.Name)?.Node.Name != n.Name)
+                return QmpError.Generic($"Cannot change the option '{f.Name}'");
+        }
         if (o.Driver != node.DriverName) return QmpError.Generic("Cannot change the option 'driver'");
         var keys = new SortedSet<string>(node.Options.Keys, StringComparer.Ordinal);
         keys.UnionWith(o.Scalars.Keys);
@@ -56,7 +64,8 @@ public sealed partial class BlockEngine
     private QmpError? ReopenChildren(UndoLog tran, BlockNode node, BlockdevOptions o, List<BlockNode> refresh)
     {
         BlockNode? oldFile = null, oldBacking = null;
-        foreach (var field in BlockdevSchema.Get(node.DriverName)!.ChildFields)
+        // bdrv_reopen_prepare parses backing before file; other children are plain options.
+        foreach (var field in BlockdevSchema.Get(node.DriverName)!.ChildFields.Where(f => f.Name is "file" or "backing").OrderBy(f => f.Name == "file"))
         {
             var current = node.Child(field.Name);
             var given = o.Child(field.Name);

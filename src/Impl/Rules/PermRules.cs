@@ -26,6 +26,9 @@ internal static class PermRules
 
     public static bool SupportsBacking(string d) => d == "qcow2";
 
+    /// <summary>Drivers without a reopen handler in QEMU 7.2 refuse blockdev-reopen.</summary>
+    public static bool Reopenable(string d) => d is not "copy-on-read" and not "snapshot-access" and not "copy-before-write" and not "compress";
+
     public static Role RoleOf(string driver, string child, ValueMap<string> options) => (driver, child) switch
     {
         ("qcow2", "file") => Role.Data | Role.Metadata | Role.Primary,
