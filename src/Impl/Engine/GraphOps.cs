@@ -14,6 +14,9 @@ public sealed partial class BlockEngine
 {
     private static long walkEpoch;
 
+    /// <summary>copy-on-read nodes with a <c>bottom</c>: the only nodes that freeze links, kept so checks need not scan the graph.</summary>
+    private readonly HashSet<BlockNode> freezers = [];
+
     /// <summary>Opens a node tree (<c>bdrv_open</c> with BDRV_O_NOPERM): a non-protocol driver's file subtree first, then its name, then its other children.</summary>
     private (BlockNode? Node, QmpError? Error) Open(UndoLog tran, BlockdevOptions o, bool? inheritedRO, bool asBacking)
     {
@@ -102,7 +105,8 @@ public sealed partial class BlockEngine
                 for (var n = node.Child("file")?.Node; n is not null && !inChain; n = FilteredOrCow(n)?.Node) inChain = n == bottom;
                 if (!inChain) return QmpError.Generic($"Bottom node '{bottomName}' is not in the backing chain of '{node.Name}'");
                 bottom.RefCount++;
-                tran.Add(abort: () => bottom.RefCount--);
+                freezers.Add(node);
+                tran.Add(abort: () => { bottom.RefCount--; freezers.Remove(node); });
                 return null;
             default:
                 return null;
@@ -207,6 +211,7 @@ public sealed partial class BlockEngine
     {
         for (int i = node.ChildList.Count - 1; i >= 0; i--) DetachAndRelease(node.ChildList[i]);
         if (node.DriverName == "copy-on-read" && node.Str("bottom") is { } b && nodes.TryGetValue(b, out var bottom)) bottom.RefCount--;
+        freezers.Remove(node);
         node.Driver.Close();
         node.Deleted = true;
         nodes.Remove(node.Name);
@@ -308,9 +313,9 @@ public sealed partial class BlockEngine
     private QmpError? Frozen(BdrvChild e)
     {
         if (e.Parent is not BlockNode p || (e.Role & (Role.Filtered | Role.Cow)) == 0) return null;
-        foreach (var cor in nodes.Values)
+        foreach (var cor in freezers)
         {
-            if (cor.DriverName != "copy-on-read" || cor.Str("bottom") is not { } bottom) continue;
+            if (cor.Str("bottom") is not { } bottom) continue;
             bool below = false;
             for (var n = cor; n is not null && n.Name != bottom; n = FilteredOrCow(n)?.Node)
             {

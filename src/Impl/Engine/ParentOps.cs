@@ -146,7 +146,7 @@ public sealed partial class BlockEngine
     private QmpError? ObjectDel(string id)
     {
         if (!objects.TryGetValue(id, out var o)) return QmpError.Generic($"object '{id}' not found");
-        if (nodes.Values.Any(n => n.DriverName == "throttle" && n.Str("throttle-group") == id))
+        if (o.Group is { Members: > 0 })
             return QmpError.Generic($"object '{id}' is in use, can not be deleted");
         objects.Remove(id);
         return null;
