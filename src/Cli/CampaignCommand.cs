@@ -13,7 +13,7 @@ internal static class CampaignCommand
 {
     public static int Run(string[] args)
     {
-        int seed = 1, runs = 500, steps = 60, minutes = 10;
+        int seed = 1, runs = 500, steps = 60, minutes = 10, z3Every = 20, floor = 10;
         string? outDir = null;
         string? replay = null;
         for (int i = 0; i < args.Length; i++)
@@ -26,6 +26,8 @@ internal static class CampaignCommand
                 case "--steps": steps = Int(Value(), "--steps", 1, 100_000); break;
                 case "--minutes": minutes = Int(Value(), "--minutes", 1, 24 * 60); break;
                 case "--out": outDir = Value(); break;
+                case "--z3-every": z3Every = Int(Value(), "--z3-every", 0, 100_000); break;
+                case "--floor": floor = Int(Value(), "--floor", 0, 1_000_000); break;
                 case "--replay": replay = Value(); break;
                 default: throw new ArgumentException($"campaign: unknown option '{args[i]}'");
             }
@@ -44,14 +46,20 @@ internal static class CampaignCommand
         }
         var stats = new CampaignStats();
         Console.WriteLine($"campaign: seed {seed}, up to {runs} runs of {steps} commands, {minutes} min");
-        var d = Campaign.Run(new CampaignOptions(seed, runs, steps, TimeSpan.FromMinutes(minutes)), stats, Console.WriteLine);
+        if (z3Every > 0 && !Proofs.Smt.SmtSolver.IsAvailable(out var why))
+            throw new ArgumentException($"Z3 checks asked for (--z3-every {z3Every}) but Z3 is unavailable: {why}; pass --z3-every 0 to skip them");
+        var d = Campaign.Run(new CampaignOptions(seed, runs, steps, TimeSpan.FromMinutes(minutes), z3Every), stats, Console.WriteLine);
         PrintStats(stats);
-        if (d is null)
+        if (d is not null) return Report(d, outDir);
+        Console.WriteLine($"no divergence in {stats.Runs} runs ({stats.Generated.Values.Sum()} commands, {stats.Z3Checks} graphs also checked by Z3)");
+        var thin = stats.BelowFloor(floor, Campaign.CoveredKinds);
+        if (thin.Count > 0)
         {
-            Console.WriteLine($"no divergence in {stats.Runs} runs ({stats.Generated.Values.Sum()} commands)");
-            return 0;
+            Console.WriteLine($"COVERAGE below the floor of {floor} accepted commands: {string.Join(", ", thin)}");
+            return 1;
         }
-        return Report(d, outDir);
+        Console.WriteLine($"coverage: every command kind accepted at least {floor} times");
+        return 0;
     }
 
     private static int Report(Divergence d, string? outDir)

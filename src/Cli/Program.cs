@@ -11,9 +11,11 @@ public static class Program
               Check every permission theorem with Z3, then check that Z3's verdict on N random
               graphs (default 200) equals the model's. Writes each theorem's query to DIR when
               asked. Exits 1 if anything is refuted or disagrees, 3 if Z3 is unavailable.
-          campaign [--seed S] [--runs R] [--steps N] [--minutes M] [--out DIR] [--replay SEED/STEPS]
-              Run the implementation against the model on random command sequences; on the first
-              divergence, shrink it, print the replay string and write a scenario file.
+          campaign [--seed S] [--runs R] [--steps N] [--minutes M] [--z3-every K] [--floor F] [--out DIR] [--replay SEED/STEPS]
+              Run the implementation against the model on random command sequences (and Z3 on the
+              model's graph every K steps, default 20); on the first divergence, shrink it, print the
+              replay string and write a scenario file. Fails when a command kind was accepted fewer
+              than F times (default 10).
           replay FILE
               Run a scenario file's QMP commands on both engines and report any divergence.
         """;

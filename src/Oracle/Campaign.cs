@@ -9,7 +9,8 @@ namespace Verified.Oracle;
 /// <param name="Runs">Most runs.</param>
 /// <param name="Steps">Commands per run.</param>
 /// <param name="TimeBudget">Stop starting new runs after this long.</param>
-public sealed record CampaignOptions(int Seed, int Runs, int Steps, TimeSpan TimeBudget);
+/// <param name="Z3Every">Every this many steps, the model's graph is also checked by Z3 (0: never).</param>
+public sealed record CampaignOptions(int Seed, int Runs, int Steps, TimeSpan TimeBudget, int Z3Every = 0);
 
 /// <summary>A divergence found by a campaign, shrunk.</summary>
 /// <param name="Replay">The one string that replays it: <c>seed/run/steps</c>.</param>
@@ -43,6 +44,16 @@ public sealed class CampaignStats
 
     /// <summary>Runs completed.</summary>
     public int Runs { get; set; }
+
+    /// <summary>Graphs Z3 checked against the model.</summary>
+    public int Z3Checks { get; set; }
+
+    /// <summary>
+    /// Command kinds that were accepted fewer than <paramref name="floor"/> times: a campaign that never
+    /// exercises a command kind proves nothing about it, so it fails.
+    /// </summary>
+    public IReadOnlyList<string> BelowFloor(int floor, IEnumerable<string> kinds) =>
+        [.. kinds.Where(k => Accepted.GetValueOrDefault(k) < floor)];
 }
 
 /// <summary>
@@ -55,6 +66,16 @@ public static class Campaign
     /// <summary>Most re-runs one shrink may spend.</summary>
     public const int ShrinkRunsMax = 2_000;
 
+    /// <summary>The command kinds a campaign must see accepted, each at least the floor.</summary>
+    public static readonly IReadOnlyList<string> CoveredKinds =
+    [
+        "blockdev-add", "blockdev-del", "x-blockdev-replace", "blockdev-reopen", "transaction", "device_add", "device_del",
+        "qom-set", "nbd-server-start", "block-export-add", "block-export-del", "object-add", "object-del",
+        "block-dirty-bitmap-add", "block-dirty-bitmap-remove",
+    ];
+
+    private static readonly Lazy<Proofs.Smt.SmtSolver> Z3 = new(() => new Proofs.Smt.SmtSolver());
+
     /// <summary>Runs a campaign; returns the first divergence (shrunk) or null.</summary>
     public static Divergence? Run(CampaignOptions o, CampaignStats stats, Action<string>? progress = null)
     {
@@ -63,7 +84,7 @@ public static class Campaign
         var clock = Stopwatch.StartNew();
         for (int r = 0; r < o.Runs && clock.Elapsed < o.TimeBudget; r++)
         {
-            var (log, problem) = Generate(o.Seed + r, o.Steps, stats);
+            var (log, problem) = Generate(o.Seed + r, o.Steps, stats, o.Z3Every);
             stats.Runs++;
             if (problem is null)
             {
@@ -77,7 +98,7 @@ public static class Campaign
     }
 
     /// <summary>Regenerates one run from its seed and step count (the replay string's parts).</summary>
-    public static (List<Command> Log, string? Problem) Generate(int seed, int steps, CampaignStats? stats = null)
+    public static (List<Command> Log, string? Problem) Generate(int seed, int steps, CampaignStats? stats = null, int z3Every = 0)
     {
         using var judge = new Judge();
         var rnd = new Random(seed);
@@ -91,6 +112,14 @@ public static class Campaign
             var d = judge.Step(Rebase(c, judge));
             if (stats is not null) Count(stats, c, judge);
             if (d is not null) return (log, d);
+            if (z3Every > 0 && (i + 1) % z3Every == 0)
+            {
+                // Z3 must agree with the model on the committed graph (verdict, and every edge's perms).
+                var a = Proofs.GraphEncoding.Compare(Z3.Value, judge.Model.Graph);
+                if (stats is not null) stats.Z3Checks++;
+                if (a.Mismatch is not null) return (log, "Z3 disagrees with the model: " + a.Mismatch);
+                if (!a.ModelConsistent) return (log, "the model committed a graph that is not consistent");
+            }
         }
         return (log, null);
     }

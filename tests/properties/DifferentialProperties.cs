@@ -29,3 +29,24 @@ public class DifferentialProperties
         }
     }
 }
+
+/// <summary>
+/// A short, fixed-seed campaign in every test run: the same engine pair, longer sequences than the
+/// FsCheck property, Z3 on the model's graph every 20 steps, and a coverage floor per command kind.
+/// </summary>
+public class ShortCampaignTests
+{
+    /// <summary>Runs and steps of the in-test campaign (about ten seconds on two cores).</summary>
+    private const int Runs = 150, Steps = 60, CoverageFloor = 5;
+
+    [Fact]
+    public void Short_campaign_finds_no_divergence_and_covers_every_command_kind()
+    {
+        var stats = new CampaignStats();
+        var d = Campaign.Run(new CampaignOptions(Seed: 7, Runs, Steps, TimeSpan.FromMinutes(5), Z3Every: 20), stats);
+        Assert.True(d is null, d is null ? "" : $"replay: verified campaign --replay {d.Replay}\n{d.ScenarioText()}");
+        Assert.Equal(Runs, stats.Runs);
+        Assert.True(stats.Z3Checks >= Runs * (Steps / 20), $"only {stats.Z3Checks} Z3 checks");
+        Assert.Empty(stats.BelowFloor(CoverageFloor, Campaign.CoveredKinds));
+    }
+}
