@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Verified.Vocabulary;
 
 namespace Verified.Model;
@@ -209,9 +210,10 @@ public static class Operations
         }
         var inner = tx.On(AttachChild(tx.Graph, node, "backing", top, Drivers.IsFilter(n.Driver) ? Role.Filtered | Role.Primary : Role.Cow));
         inner = ReplaceNode(inner, top, node);
-        var refreshed = Refresh.Subtree(inner.Graph, node, tx.Start);
+        var held = tx.HeldLocks();
+        var refreshed = Refresh.Nodes(inner.Graph, [node], null, held);
         if (!refreshed.Ok) return new(tx with { NameCounter = inner.NameCounter }, refreshed.Error);
-        return new(inner.On(refreshed.Get()) with { RefreshList = tx.RefreshList }, null);
+        return new(inner.On(refreshed.Get()) with { RefreshList = tx.RefreshList, Held = held.ToImmutableDictionary(StringComparer.Ordinal) }, null);
     }
 
     /// <summary>Removes a child edge and unreferences its child transactionally.</summary>

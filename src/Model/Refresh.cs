@@ -41,10 +41,17 @@ public static class Refresh
     /// when the refresh starts (the transaction's starting graph); without it no lock is held yet, and the
     /// refresh checks the final perms of every pair of file nodes. Returns the new graph or the first error.
     /// </summary>
-    public static Result<Graph> Nodes(Graph g, IEnumerable<string> list, Func<string, bool>? writableBefore = null, Graph? committed = null)
+    public static Result<Graph> Nodes(Graph g, IEnumerable<string> list, Func<string, bool>? writableBefore = null, Graph? committed = null) =>
+        Nodes(g, list, writableBefore, FileLocks.Held(committed));
+
+    /// <summary>
+    /// As above, with the lock bytes held given explicitly; refreshed file nodes add theirs to
+    /// <paramref name="held"/>, so a transaction refreshing at several points keeps them until it ends.
+    /// </summary>
+    public static Result<Graph> Nodes(Graph g, IEnumerable<string> list, Func<string, bool>? writableBefore, Dictionary<string, (Perm Perm, Perm Unshared)> held)
     {
         ArgumentNullException.ThrowIfNull(g);
-        var held = FileLocks.Held(committed);
+        ArgumentNullException.ThrowIfNull(held);
         foreach (var n in TopologicalOrder(g, list))
         {
             var r = Node(g, n, writableBefore, held);

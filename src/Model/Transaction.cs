@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Verified.Vocabulary;
 
 namespace Verified.Model;
@@ -51,8 +52,9 @@ public static class Transaction
 
     private static Step RefreshPending(Tx tx)
     {
-        var r = Refresh.Nodes(tx.Graph, tx.RefreshList, committed: tx.Start);
-        return r.Ok ? new(tx.On(r.Get()) with { RefreshList = [] }, null) : new(tx, r.Error);
+        var held = tx.HeldLocks();
+        var r = Refresh.Nodes(tx.Graph, tx.RefreshList, null, held);
+        return r.Ok ? new(tx.On(r.Get()) with { RefreshList = [], Held = held.ToImmutableDictionary(StringComparer.Ordinal) }, null) : new(tx, r.Error);
     }
 }
 

@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using Verified.Vocabulary;
 
 namespace Verified.Model;
 
@@ -21,6 +22,16 @@ public sealed record Tx(Graph Graph, ImmutableList<string> RefreshList, long Nam
 {
     /// <summary>The graph the transaction started on: the committed state, whose file locks are held.</summary>
     public Graph Start { get; init; } = Graph;
+
+    /// <summary>
+    /// The lock bytes file nodes hold during this transaction: the starting graph's, plus every refresh
+    /// point's new ones (QEMU keeps both until commit or abort). Null until the first refresh point.
+    /// </summary>
+    public ImmutableDictionary<string, (Perm Perm, Perm Unshared)>? Held { get; init; }
+
+    /// <summary>The held lock bytes as a working copy for a refresh.</summary>
+    public Dictionary<string, (Perm Perm, Perm Unshared)> HeldLocks() =>
+        Held is null ? FileLocks.Held(Start) : new Dictionary<string, (Perm, Perm)>(Held, StringComparer.Ordinal);
 
     /// <summary>A transaction starting on <paramref name="g"/>.</summary>
     public static Tx Begin(Graph g, long nameCounter) => new(g, [], nameCounter, [], []) { Start = g };
