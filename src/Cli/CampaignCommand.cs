@@ -67,7 +67,7 @@ internal static class CampaignCommand
         Console.WriteLine($"DIVERGENCE — replay: verified campaign --replay {d.Replay}");
         Console.WriteLine(d.Description);
         Console.WriteLine($"shrunk to {d.Commands.Count} commands:");
-        foreach (var c in d.Commands) Console.WriteLine("  " + CommandWriter.ToQmp(c).ToJsonString());
+        foreach (var c in d.Commands) Console.WriteLine("  " + Campaign.Line(c));
         var file = Path.Combine(outDir ?? ".", $"divergence-{d.Replay.Replace('/', '-')}.jsonl");
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(file))!);
         File.WriteAllText(file, d.ScenarioText());
@@ -96,6 +96,11 @@ internal static class CampaignCommand
             var line = raw.Trim();
             if (line.Length == 0 || line.StartsWith('#') || line.StartsWith("//", StringComparison.Ordinal)) continue;
             var o = JsonNode.Parse(line)!.AsObject();
+            if (o.ContainsKey("io"))
+            {
+                commands.Add(IoStep.FromJson(o));
+                continue;
+            }
             if (!o.ContainsKey("execute")) continue;
             var req = new JsonObject { ["execute"] = o["execute"]!.DeepClone() };
             if (o["arguments"] is { } a) req["arguments"] = a.DeepClone();

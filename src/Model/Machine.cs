@@ -6,6 +6,9 @@ namespace Verified.Model;
 /// <summary>The model's whole state: the graph and the generated-name counter (which QEMU never rolls back).</summary>
 public sealed record ModelState(Graph Graph, long NameCounter)
 {
+    /// <summary>What the model predicts about data (host files' bytes, copy-before-write's copies).</summary>
+    public DataState Data { get; init; } = DataState.Empty;
+
     /// <summary>An empty block layer.</summary>
     public static readonly ModelState Initial = new(Graph.Empty, 0);
 }
@@ -71,7 +74,7 @@ public static class Machine
     }
 
     private static (ModelState, Reply) Finish(ModelState s, Transaction.Outcome o) =>
-        (new ModelState(o.Graph, o.NameCounter), o.Error is null ? Reply.Ok() : new Reply(null, o.Error));
+        (s with { Graph = o.Graph, NameCounter = o.NameCounter }, o.Error is null ? Reply.Ok() : new Reply(null, o.Error));
 
     private static (ModelState, Reply) Graphs(ModelState s, Result<Graph> r) =>
         r.Ok ? (s with { Graph = r.Get() }, Reply.Ok()) : (s, new Reply(null, r.Error));

@@ -25,7 +25,7 @@ public sealed record Divergence(string Replay, IReadOnlyList<Command> Commands, 
         foreach (var line in Description.Split('\n')) sb.Append("# ").AppendLine(line);
         foreach (var f in CommandGen.DefaultFiles)
             sb.AppendLine($"{{\"run\": [\"qemu-img\", \"create\", \"-f\", \"raw\", \"@TMP@/{f}\", \"{Judge.PoolFileSize}\"]}}");
-        foreach (var c in Commands) sb.AppendLine(Campaign.Relocate(CommandWriter.ToQmp(c).ToJsonString(), f => "@TMP@/" + f));
+        foreach (var c in Commands) sb.AppendLine(Campaign.Relocate(Campaign.Line(c), f => "@TMP@/" + f));
         return sb.ToString();
     }
 }
@@ -102,7 +102,7 @@ public static class Campaign
     {
         using var judge = new Judge();
         var rnd = new Random(seed);
-        var gen = new CommandGen(rnd.Next);
+        var gen = new CommandGen(rnd.Next, io: true);
         var log = new List<Command>();
         for (int i = 0; i < steps; i++)
         {
@@ -139,8 +139,11 @@ public static class Campaign
     private static Command Rebase(Command c, Judge j) =>
         Retarget(c, name => j.Files.FirstOrDefault(f => Path.GetFileName(f) == name) ?? name);
 
-    private static Command Retarget(Command c, Func<string, string> map) =>
+    private static Command Retarget(Command c, Func<string, string> map) => c is IoStep ? c :
         CommandParser.ParseRequest(System.Text.Json.Nodes.JsonNode.Parse(Relocate(CommandWriter.ToQmp(c).ToJsonString(), map))!.AsObject()).Command!;
+
+    /// <summary>A step as a scenario-file line: QMP for commands, Verified's <c>io</c> line for I/O.</summary>
+    public static string Line(Command c) => c is IoStep io ? io.ToJson().ToJsonString() : CommandWriter.ToQmp(c).ToJsonString();
 
     /// <summary>Rewrites pool file names (bare or under <c>@TMP@/</c>) in a QMP line with <paramref name="map"/>.</summary>
     public static string Relocate(string json, Func<string, string> map)

@@ -14,7 +14,7 @@ namespace Verified.Oracle;
 /// The model assumes every file a command names exists; the implementation opens real files. So the
 /// generator names only the files of <paramref name="files"/>, which a campaign creates beforehand.
 /// </remarks>
-public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files = null)
+public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files = null, bool io = false)
 {
     /// <summary>Pools of names: small, so that duplicates and reuse happen often.</summary>
     private static readonly string[] NodeNames = ["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7"];
@@ -43,6 +43,7 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
     public Command Next(ModelState s)
     {
         ArgumentNullException.ThrowIfNull(s);
+        if (io && Chance(4) && Io(s) is { } step) return step;
         return P(20) switch
         {
             < 6 => Add(s),
@@ -74,6 +75,25 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
             if (v != 0 || key.EndsWith("length", StringComparison.Ordinal) && !Chance(3)) parts.Add($"\"{key}\":{v}");
         }
         return ValueMap<string>.Empty.SetItem("limits", "{" + string.Join(",", parts) + "}");
+    }
+
+    /// <summary>
+    /// A read or write of whole sectors through a device or an export whose stack the model can predict
+    /// (null if there is none), mostly in range, sometimes past the end or through a read-only parent.
+    /// </summary>
+    private IoStep? Io(ModelState s)
+    {
+        var g = s.Graph;
+        var roots = g.Devices.Values.Where(d => d.IsBlock).Select(d => (d.Id, Edge: g.RootEdge(new DeviceParent(d.Id))))
+            .Concat(g.Exports.Values.Select(x => (x.Id, Edge: g.RootEdge(new ExportParent(x.Id)))))
+            .Where(r => r.Edge is not null && Data.Predictable(s, r.Edge.Child) && Data.Length(s, r.Edge.Child) is > 0)
+            .ToList();
+        if (roots.Count == 0) return null;
+        var (id, edge) = One(roots);
+        long sectors = Data.Length(s, edge!.Child)!.Value / Data.Sector;
+        int count = 1 + P(16);
+        long sector = Chance(20) ? sectors - count + 1 + P(2) : P((int)Math.Min(int.MaxValue, Math.Max(1, sectors - count + 1)));
+        return new IoStep(id, !Chance(2), Math.Max(0, sector) * Data.Sector, count * Data.Sector, (byte)(1 + P(255)));
     }
 
     /// <summary>A transaction of graph and classic actions, sometimes ending in abort.</summary>

@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using System.Text.Json.Nodes;
 using Verified.Impl.Engine;
 using Verified.Model;
@@ -27,13 +28,17 @@ public sealed class Judge : IDisposable
             using var s = File.Create(f);
             s.SetLength(PoolFileSize);
         }
+        Model = ModelState.Initial with
+        {
+            Data = DataState.Empty with { Files = Files.ToImmutableDictionary(f => f, _ => FileData.Zeroed(PoolFileSize), StringComparer.Ordinal) },
+        };
     }
 
     /// <summary>The image files that exist for this judge (absolute paths).</summary>
     public IReadOnlyList<string> Files { get; }
 
-    /// <summary>The model's state.</summary>
-    public ModelState Model { get; private set; } = ModelState.Initial;
+    /// <summary>The model's state; it knows the pool files as zero-filled.</summary>
+    public ModelState Model { get; private set; }
 
     /// <summary>The implementation.</summary>
     public BlockEngine Impl { get; } = new();
@@ -45,6 +50,13 @@ public sealed class Judge : IDisposable
     public string? Step(Command c)
     {
         ArgumentNullException.ThrowIfNull(c);
+        if (c is IoStep io)
+        {
+            var predicted = io.Predict(Model);
+            Model = predicted.State;
+            LastReply = predicted.Errno == 0 ? Reply.Ok() : new Reply(null, QmpError.Generic($"errno {predicted.Errno}"));
+            return io.Compare((predicted.Errno, predicted.Data), io.Run(Impl));
+        }
         var (next, modelReply) = Machine.Apply(Model, c);
         Model = next;
         var implReply = Impl.Execute(c);

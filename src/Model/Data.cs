@@ -1,0 +1,189 @@
+using System.Collections.Immutable;
+using Verified.Vocabulary;
+
+namespace Verified.Model;
+
+/// <summary>
+/// The bytes of a host file as the model predicts them: its size and the 512-byte sectors written so
+/// far, each filled with one pattern byte (unwritten sectors read as zero). Compared by value.
+/// </summary>
+public sealed record FileData(long Size, ImmutableSortedDictionary<long, byte> Sectors)
+{
+    /// <summary>A zero-filled file of <paramref name="size"/> bytes.</summary>
+    public static FileData Zeroed(long size) => new(size, ImmutableSortedDictionary<long, byte>.Empty);
+
+    /// <inheritdoc/>
+    public bool Equals(FileData? other) => other is not null && Size == other.Size && Sectors.SequenceEqual(other.Sectors);
+
+    /// <inheritdoc/>
+    public override int GetHashCode() => HashCode.Combine(Size, Sectors.Count);
+}
+
+/// <summary>
+/// What the model predicts about data: host files' contents, and which clusters each copy-before-write
+/// node (by creation stamp) has copied to its target.
+/// </summary>
+public sealed record DataState(ImmutableDictionary<string, FileData> Files, ImmutableDictionary<long, ImmutableSortedSet<long>> Copied)
+{
+    /// <summary>No files known, nothing copied.</summary>
+    public static readonly DataState Empty = new(ImmutableDictionary<string, FileData>.Empty, ImmutableDictionary<long, ImmutableSortedSet<long>>.Empty);
+}
+
+/// <summary>
+/// Reads and writes through the graph as the model predicts them, per 512-byte sector: file nodes hold
+/// their host file's bytes, raw shifts by its offset, filters pass through, null-co drops writes,
+/// copy-before-write copies each 64 KiB cluster of its source to its target before the first write to it,
+/// snapshot-access reads copied clusters from the target and the rest from the source. Anything else
+/// (qcow2, copy-on-read over a backing chain, throttling with limits, injected errors) is unpredictable.
+/// </summary>
+public static class Data
+{
+    /// <summary>Sector size.</summary>
+    public const int Sector = 512;
+
+    /// <summary>copy-before-write's cluster, in sectors (64 KiB).</summary>
+    public const int CbwClusterSectors = 65536 / Sector;
+
+    /// <summary>null-co's default size.</summary>
+    public const long NullDefaultSize = 1L << 30;
+
+    /// <summary>errno values I/O may report.</summary>
+    public const int EPERM = 1, EINVAL = 22, ENOTSUP = 95;
+
+    /// <summary>A node's length in bytes, or null when the model cannot tell.</summary>
+    public static long? Length(ModelState s, string node)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        var g = s.Graph;
+        if (g.Find(node) is not { } n) return null;
+        switch (n.Driver)
+        {
+            case "file":
+                return s.Data.Files.TryGetValue(n.Str("filename") ?? "", out var f) ? f.Size : null;
+            case "null-co" or "null-aio":
+                return n.Options.TryGetValue("size", out var sz) ? long.Parse(sz, System.Globalization.CultureInfo.InvariantCulture) : NullDefaultSize;
+            case "raw":
+                var below = Child(g, n, "file") is { } c ? Length(s, c) : null;
+                long off = RawOffset(n);
+                if (n.Options.TryGetValue("size", out var rs)) return long.Parse(rs, System.Globalization.CultureInfo.InvariantCulture);
+                return below - off;
+            case "snapshot-access":
+                return Child(g, n, "file") is { } cbw && Child(g, g.Nodes[cbw], "file") is { } src ? Length(s, src) : null;
+            default:
+                return Primary(g, n) is { } p && Predictable(s, node) ? Length(s, p) : null;
+        }
+    }
+
+    /// <summary>True when the model can predict every read and write through <paramref name="node"/>.</summary>
+    public static bool Predictable(ModelState s, string node)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        var g = s.Graph;
+        if (g.Find(node) is not { } n) return false;
+        return n.Driver switch
+        {
+            "file" => s.Data.Files.ContainsKey(n.Str("filename") ?? ""),
+            "null-co" or "null-aio" => !n.Options.ContainsKey("latency-ns"),
+            "raw" => RawOffset(n) % Sector == 0 && (!n.Options.TryGetValue("size", out var z) || long.Parse(z, System.Globalization.CultureInfo.InvariantCulture) % Sector == 0)
+                && Child(g, n, "file") is { } c && Predictable(s, c),
+            "throttle" => g.Objects.TryGetValue(n.Str("throttle-group") ?? "", out var tg) && !tg.Props.ContainsKey("limits")
+                && Primary(g, n) is { } p1 && Predictable(s, p1),
+            "preallocate" => Primary(g, n) is { } p2 && Predictable(s, p2),
+            "blkdebug" => !n.Options.ContainsKey("inject-error") && !n.Options.ContainsKey("align") && Primary(g, n) is { } p3 && Predictable(s, p3),
+            "copy-on-read" => Child(g, n, "file") is { } p4 && g.ChildEdge(p4, "backing") is null && Predictable(s, p4),
+            "copy-before-write" => Child(g, n, "file") is { } src && Child(g, n, "target") is { } tgt && Predictable(s, src) && Predictable(s, tgt)
+                && Length(s, tgt) >= Length(s, src) && !n.Options.ContainsKey("on-cbw-error") && !n.Options.ContainsKey("cbw-timeout"),
+            "snapshot-access" => Child(g, n, "file") is { } cbw && g.Nodes[cbw].Driver == "copy-before-write" && Predictable(s, cbw),
+            _ => false,
+        };
+    }
+
+    /// <summary>The predicted bytes of <paramref name="count"/> sectors from <paramref name="sector"/> (null: unknown).</summary>
+    public static byte?[] Read(ModelState s, string node, long sector, int count)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        var result = new byte?[count];
+        for (int i = 0; i < count; i++) result[i] = ReadSector(s, node, sector + i);
+        return result;
+    }
+
+    private static byte? ReadSector(ModelState s, string node, long sector)
+    {
+        var g = s.Graph;
+        var n = g.Nodes[node];
+        switch (n.Driver)
+        {
+            case "file":
+                return s.Data.Files[n.Str("filename")!].Sectors.TryGetValue(sector, out var b) ? b : (byte)0;
+            case "null-co" or "null-aio":
+                return n.Options.GetOr("read-zeroes", "false") == "true" ? (byte)0 : null;
+            case "raw":
+                return ReadSector(s, Child(g, n, "file")!, sector + RawOffset(n) / Sector);
+            case "snapshot-access":
+                var cbw = g.Nodes[Child(g, n, "file")!];
+                bool copied = s.Data.Copied.TryGetValue(cbw.Seq, out var set) && set.Contains(sector / CbwClusterSectors);
+                return ReadSector(s, Child(g, cbw, copied ? "target" : "file")!, sector);
+            case "copy-before-write":
+                return ReadSector(s, Child(g, n, "file")!, sector);
+            default:
+                return ReadSector(s, Primary(g, n)!, sector);
+        }
+    }
+
+    /// <summary>Applies a write of <paramref name="count"/> sectors filled with <paramref name="pattern"/>; errno 0 on success.</summary>
+    public static (ModelState State, int Errno) Write(ModelState s, string node, long sector, int count, byte pattern)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        var g = s.Graph;
+        var n = g.Nodes[node];
+        switch (n.Driver)
+        {
+            case "file":
+                var name = n.Str("filename")!;
+                var f = s.Data.Files[name];
+                var sectors = f.Sectors.ToBuilder();
+                for (long i = 0; i < count; i++) sectors[sector + i] = pattern;
+                return (s with { Data = s.Data with { Files = s.Data.Files.SetItem(name, f with { Sectors = sectors.ToImmutable() }) } }, 0);
+            case "null-co" or "null-aio":
+                return (s, 0);
+            case "raw":
+                return Write(s, Child(g, n, "file")!, sector + RawOffset(n) / Sector, count, pattern);
+            case "snapshot-access":
+                return (s, ENOTSUP);
+            case "copy-before-write":
+                return CopyBeforeWrite(s, n, sector, count, pattern);
+            default:
+                return Write(s, Primary(g, n)!, sector, count, pattern);
+        }
+    }
+
+    /// <summary>Each cluster the write touches is copied source → target once, before the write lands on the source.</summary>
+    private static (ModelState, int) CopyBeforeWrite(ModelState s, Node cbw, long sector, int count, byte pattern)
+    {
+        var g = s.Graph;
+        var source = Child(g, cbw, "file")!;
+        var target = Child(g, cbw, "target")!;
+        long sourceSectors = Length(s, source)!.Value / Sector;
+        var copied = s.Data.Copied.GetValueOrDefault(cbw.Seq, ImmutableSortedSet<long>.Empty);
+        for (long c = sector / CbwClusterSectors; c <= (sector + count - 1) / CbwClusterSectors; c++)
+        {
+            if (copied.Contains(c)) continue;
+            long first = c * CbwClusterSectors, end = Math.Min(first + CbwClusterSectors, sourceSectors);
+            for (long x = first; x < end; x++)
+            {
+                var (next, err) = Write(s, target, x, 1, ReadSector(s, source, x) ?? 0);
+                if (err != 0) return (s, err);
+                s = next;
+            }
+            copied = copied.Add(c);
+        }
+        s = s with { Data = s.Data with { Copied = s.Data.Copied.SetItem(cbw.Seq, copied) } };
+        return Write(s, source, sector, count, pattern);
+    }
+
+    private static long RawOffset(Node n) => n.Options.TryGetValue("offset", out var o) ? long.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;
+
+    private static string? Child(Graph g, Node n, string name) => g.ChildEdge(n.Name, name)?.Child;
+
+    private static string? Primary(Graph g, Node n) => Child(g, n, "file") ?? Child(g, n, "image");
+}
