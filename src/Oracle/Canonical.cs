@@ -27,8 +27,8 @@ public static class Canonical
             var inherits = n.InheritsFrom is { } seq ? g.Nodes.Values.FirstOrDefault(p => p.Seq == seq)?.Name : null;
             NodeLine(sb, n.Name, n.Driver, n.ReadOnly, n.MonitorOwned, n.AutoNamed, n.Options, inherits,
                 n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)), g.RefCount(n.Name));
-            EdgeLines(sb, n.Name, "parents", g.ParentsOf(n.Name).Select(e => $"{Label(g.GraphName(e.Parent))}.{e.Name}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}"));
-            EdgeLines(sb, n.Name, "children", g.ChildrenOf(n.Name).Select(e => $"{e.Name}->{Label(e.Child)}:{Roles.Short(e.Role)}"));
+            EdgeLines(sb, n.Name, "parents", g.ParentsOf(n.Name).Select(e => $"{g.GraphName(e.Parent)}.{e.Name}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}"));
+            EdgeLines(sb, n.Name, "children", g.ChildrenOf(n.Name).Select(e => $"{e.Name}->{e.Child}:{Roles.Short(e.Role)}"));
         }
         foreach (var d in g.Devices.Values.OrderBy(d => d.Seq))
             sb.AppendLine($"device {d.Id} {d.Model} share-rw={d.ShareRw} ro={d.ReadOnly} root={Root(g.RootEdge(new DeviceParent(d.Id)))}");
@@ -49,8 +49,8 @@ public static class Canonical
             var inherits = n.InheritsFrom is { Deleted: false } p && e.FindNode(p.Name) == p ? p.Name : null;
             NodeLine(sb, n.Name, n.DriverName, n.ReadOnly, n.MonitorOwned, n.AutoNamed, n.Options, inherits,
                 n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)), n.RefCount);
-            EdgeLines(sb, n.Name, "parents", n.Parents.Select(c => $"{Label(c.Parent.GraphName)}.{c.Name}:{Perms.Short(c.Perm)}/{Perms.Short(c.Shared)}"));
-            EdgeLines(sb, n.Name, "children", n.Children.Select(c => $"{c.Name}->{Label(c.Node.Name)}:{Roles.Short(c.Role)}"));
+            EdgeLines(sb, n.Name, "parents", n.Parents.Select(c => $"{c.Parent.GraphName}.{c.Name}:{Perms.Short(c.Perm)}/{Perms.Short(c.Shared)}"));
+            EdgeLines(sb, n.Name, "children", n.Children.Select(c => $"{c.Name}->{c.Node.Name}:{Roles.Short(c.Role)}"));
         }
         foreach (var d in e.Devices)
             sb.AppendLine($"device {d.Id} {d.Model} share-rw={d.ShareRw} ro={d.ReadOnly} root={Root(d.Root)}");
@@ -60,8 +60,6 @@ public static class Canonical
         sb.AppendLine($"nbd-server={e.NbdServerRunning} name-counter={e.NameCounter}");
         return sb.ToString();
     }
-
-    private static string Label(string name) => name;
 
     private static string Root(Edge? e) => e is null ? "-" : $"{e.Child}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}";
 
