@@ -44,6 +44,7 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
     {
         ArgumentNullException.ThrowIfNull(s);
         if (io && Chance(4) && Io(s) is { } step) return step;
+        if (Chance(10) && FilterSwap(s) is { } swap) return swap;
         return P(20) switch
         {
             < 6 => Add(s),
@@ -94,6 +95,41 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
         int count = 1 + P(16);
         long sector = Chance(20) ? sectors - count + 1 + P(2) : P((int)Math.Min(int.MaxValue, Math.Max(1, sectors - count + 1)));
         return new IoStep(id, !Chance(2), Math.Max(0, sector) * Data.Sector, count * Data.Sector, (byte)(1 + P(255)));
+    }
+
+    /// <summary>
+    /// The series' motivating pattern: one transaction inserts a filter under a live device or export
+    /// (add the filter over the node, move the parent onto it), or removes one (move the parent back,
+    /// delete the filter). Random actions seldom line up like this, so it is generated on purpose.
+    /// </summary>
+    private Vocabulary.Transaction? FilterSwap(ModelState s)
+    {
+        var g = s.Graph;
+        var roots = g.Devices.Values.Where(d => d.IsBlock).Select(d => (Parent: (ReplaceParent)new ReplaceQdevParent(d.Id), Edge: g.RootEdge(new DeviceParent(d.Id))))
+            .Concat(g.Exports.Values.Select(x => (Parent: (ReplaceParent)new ReplaceExportParent(x.Id), Edge: g.RootEdge(new ExportParent(x.Id)))))
+            .Where(r => r.Edge is not null).ToList();
+        if (roots.Count == 0) return null;
+        var (parent, edge) = One(roots);
+        var node = g.Nodes[edge!.Child];
+        var below = g.ChildEdge(node.Name, "file")?.Child;
+        if (below is not null && Drivers.IsFilter(node.Driver) && node.MonitorOwned && !Chance(3))
+        {
+            // Remove the filter the parent sits on: move the parent down, delete the filter.
+            return new Vocabulary.Transaction(ValueList<Command>.From(
+                [new BlockdevReplace(parent, below), new BlockdevDel(node.Name)]), "individual");
+        }
+        var name = FreshName(s);
+        var driver = One(["copy-before-write", "throttle", "preallocate", "raw", "copy-on-read"]);
+        var scalars = ValueMap<string>.Empty;
+        var children = new List<ChildOption> { new("file", new BlockdevRefName(node.Name)) };
+        if (driver == "throttle") scalars = scalars.SetItem("throttle-group", JsonSerializer.Serialize(One(["tg0", "tg1"])));
+        if (driver == "copy-before-write")
+        {
+            children.Add(new("target", Child(s, 1)));
+            if (Chance(3)) scalars = scalars.SetItem("x-perm-scheme", "\"upstream\"");
+        }
+        var add = new BlockdevAdd(new BlockdevOptions(driver, name, scalars, ValueList<ChildOption>.From(children)));
+        return new Vocabulary.Transaction(ValueList<Command>.From([add, new BlockdevReplace(parent, name)]), "individual");
     }
 
     /// <summary>A transaction of graph and classic actions, sometimes ending in abort.</summary>
