@@ -33,36 +33,33 @@ internal sealed class ImageLocks(int fd)
     /// </summary>
     public string? Apply(Perm permBits, Perm unsharedBits, bool unlock)
     {
+        var perm = LockedPerm;
+        var err = ApplyRange(PermBase, permBits, ref perm, unlock);
+        LockedPerm = perm;
+        if (err is not null) return err;
+        var unshared = LockedUnshared;
+        err = ApplyRange(SharedBase, unsharedBits, ref unshared, unlock);
+        LockedUnshared = unshared;
+        return err;
+    }
+
+    /// <summary>Locks the bytes <paramref name="baseByte"/>+i for bits of <paramref name="wanted"/> not in <paramref name="locked"/>, and with <paramref name="unlock"/> releases the rest.</summary>
+    private string? ApplyRange(int baseByte, Perm wanted, ref Perm locked, bool unlock)
+    {
         for (int i = 0; i < Perms.BitCount; i++)
         {
             var bit = (Perm)(1 << i);
-            if ((permBits & bit) != 0 && (LockedPerm & bit) == 0)
+            if ((wanted & bit) != 0 && (locked & bit) == 0)
             {
-                int r = Lock(PermBase + i, LinuxNative.F_RDLCK);
-                if (r < 0) return LockError($"Failed to lock byte {PermBase + i}", -r);
-                LockedPerm |= bit;
+                int r = Lock(baseByte + i, LinuxNative.F_RDLCK);
+                if (r < 0) return LockError($"Failed to lock byte {baseByte + i}", -r);
+                locked |= bit;
             }
-            else if (unlock && (LockedPerm & bit) != 0 && (permBits & bit) == 0)
+            else if (unlock && (locked & bit) != 0 && (wanted & bit) == 0)
             {
-                int r = Lock(PermBase + i, LinuxNative.F_UNLCK);
-                if (r < 0) return $"Failed to unlock byte {PermBase + i}: {LinuxNative.ErrnoText(-r)}";
-                LockedPerm &= ~bit;
-            }
-        }
-        for (int i = 0; i < Perms.BitCount; i++)
-        {
-            var bit = (Perm)(1 << i);
-            if ((unsharedBits & bit) != 0 && (LockedUnshared & bit) == 0)
-            {
-                int r = Lock(SharedBase + i, LinuxNative.F_RDLCK);
-                if (r < 0) return LockError($"Failed to lock byte {SharedBase + i}", -r);
-                LockedUnshared |= bit;
-            }
-            else if (unlock && (LockedUnshared & bit) != 0 && (unsharedBits & bit) == 0)
-            {
-                int r = Lock(SharedBase + i, LinuxNative.F_UNLCK);
-                if (r < 0) return $"Failed to unlock byte {SharedBase + i}: {LinuxNative.ErrnoText(-r)}";
-                LockedUnshared &= ~bit;
+                int r = Lock(baseByte + i, LinuxNative.F_UNLCK);
+                if (r < 0) return $"Failed to unlock byte {baseByte + i}: {LinuxNative.ErrnoText(-r)}";
+                locked &= ~bit;
             }
         }
         return null;
