@@ -40,7 +40,7 @@ public sealed record Node(string Name, string Driver, bool ReadOnly, bool Monito
     public bool ForceShare => Options.GetOr("force-share", "false") == "true";
 
     /// <summary>A string option's value, or null.</summary>
-    public string? Str(string key) => Options.TryGetValue(key, out var v) ? System.Text.Json.Nodes.JsonNode.Parse(v)!.GetValue<string>() : null;
+    public string? Str(string key) => Options.TryGetValue(key, out var v) ? JsonText.String(v) : null;
 }
 
 /// <summary>
@@ -83,6 +83,9 @@ public sealed record Graph(
     bool NbdServerRunning,
     long NextSeq)
 {
+    /// <summary>Faults armed on host files (<see cref="HostFaults"/>): the environment the graph opens files in.</summary>
+    public ValueList<HostFault> Faults { get; init; } = ValueList<HostFault>.Empty;
+
     /// <summary>The empty graph.</summary>
     public static readonly Graph Empty = new(ValueMap<Node>.Empty, ValueList<Edge>.Empty, ValueMap<Device>.Empty,
         ValueMap<Export>.Empty, ValueMap<Job>.Empty, ValueMap<QomObject>.Empty, false, 1);
@@ -118,10 +121,15 @@ public sealed record Graph(
     /// QEMU's refcount, derived: one per edge into the node, one for the monitor's reference, one per
     /// copy-on-read node whose <c>bottom</c> names it (cor holds a reference on its bottom).
     /// </summary>
-    public int RefCount(string node) =>
-        Edges.Count(e => e.Child == node)
-        + (Nodes.TryGetValue(node, out var n) && n.MonitorOwned ? 1 : 0)
-        + Nodes.Values.Count(c => c.Driver == "copy-on-read" && c.Str("bottom") == node);
+    public int RefCount(string node)
+    {
+        int count = Nodes.TryGetValue(node, out var n) && n.MonitorOwned ? 1 : 0;
+        foreach (var e in Edges)
+            if (e.Child == node) count++;
+        foreach (var c in Nodes.Values)
+            if (c.Driver == "copy-on-read" && c.Str("bottom") == node) count++;
+        return count;
+    }
 
     /// <summary>True if <paramref name="descendant"/> is <paramref name="node"/> or lies below it.</summary>
     public bool Reaches(string node, string descendant)

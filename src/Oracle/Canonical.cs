@@ -21,21 +21,36 @@ public static class Canonical
         ArgumentNullException.ThrowIfNull(s);
         var g = s.Graph;
         var sb = new StringBuilder();
+        // One pass over nodes and edges indexes what each node line needs (the graph's own lookups scan).
+        var bySeq = new Dictionary<long, string>();
+        foreach (var n in g.Nodes.Values) bySeq[n.Seq] = n.Name;
+        var parents = new Dictionary<string, List<Edge>>(StringComparer.Ordinal);
+        var children = new Dictionary<string, List<Edge>>(StringComparer.Ordinal);
+        foreach (var e in g.Edges)
+        {
+            Bucket(parents, e.Child).Add(e);
+            if (e.Parent is NodeParent np) Bucket(children, np.Node).Add(e);
+        }
         foreach (var n in g.Nodes.Values.OrderBy(n => n.Seq))
         {
             // An inherits_from that points at a deleted node is no link at all (and a dangling pointer in QEMU).
-            var inherits = n.InheritsFrom is { } seq ? g.Nodes.Values.FirstOrDefault(p => p.Seq == seq)?.Name : null;
+            var inherits = n.InheritsFrom is { } seq ? bySeq.GetValueOrDefault(seq) : null;
+            var up = parents.GetValueOrDefault(n.Name) ?? [];
+            var down = children.GetValueOrDefault(n.Name) ?? [];
+            up.Sort((a, b) => b.AttachSeq.CompareTo(a.AttachSeq));
+            down.Sort((a, b) => b.Id.CompareTo(a.Id));
+            int refcnt = g.RefCount(n.Name);
             NodeLine(sb, n.Name, n.Driver, n.ReadOnly, n.MonitorOwned, n.AutoNamed, n.Options, inherits,
-                n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)), g.RefCount(n.Name));
-            EdgeLines(sb, n.Name, "parents", g.ParentsOf(n.Name).Select(e => $"{g.GraphName(e.Parent)}.{e.Name}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}"));
-            EdgeLines(sb, n.Name, "children", g.ChildrenOf(n.Name).Select(e => $"{e.Name}->{e.Child}:{Roles.Short(e.Role)}"));
+                n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)), refcnt);
+            EdgeLines(sb, n.Name, "parents", up.Select(e => $"{g.GraphName(e.Parent)}.{e.Name}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}"));
+            EdgeLines(sb, n.Name, "children", down.Select(e => $"{e.Name}->{e.Child}:{Roles.Short(e.Role)}"));
         }
         foreach (var d in g.Devices.Values.OrderBy(d => d.Seq))
             sb.AppendLine($"device {d.Id} {d.Model} share-rw={d.ShareRw} ro={d.ReadOnly} root={Root(g.RootEdge(new DeviceParent(d.Id)))}");
         foreach (var x in g.Exports.Values.OrderBy(x => x.Seq))
             sb.AppendLine($"export {x.Id} name={x.ExportName} writable={x.Writable} root={Root(g.RootEdge(new ExportParent(x.Id)))}");
         foreach (var o in g.Objects.Values.OrderBy(o => o.Id, StringComparer.Ordinal)) sb.AppendLine($"object {o.Id} {o.Type}");
-        sb.AppendLine($"nbd-server={g.NbdServerRunning} name-counter={s.NameCounter}");
+        sb.AppendLine($"nbd-server={g.NbdServerRunning}").AppendLine($"name-counter={s.NameCounter}");
         return sb.ToString();
     }
 
@@ -57,8 +72,14 @@ public static class Canonical
         foreach (var x in e.Exports)
             sb.AppendLine($"export {x.Id} name={x.ExportName} writable={x.Writable} root={Root(x.Root)}");
         foreach (var o in e.Objects) sb.AppendLine($"object {o.Id} {o.Type}");
-        sb.AppendLine($"nbd-server={e.NbdServerRunning} name-counter={e.NameCounter}");
+        sb.AppendLine($"nbd-server={e.NbdServerRunning}").AppendLine($"name-counter={e.NameCounter}");
         return sb.ToString();
+    }
+
+    private static List<Edge> Bucket(Dictionary<string, List<Edge>> d, string key)
+    {
+        if (!d.TryGetValue(key, out var l)) d[key] = l = [];
+        return l;
     }
 
     private static string Root(Edge? e) => e is null ? "-" : $"{e.Child}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}";
@@ -74,6 +95,14 @@ public static class Canonical
 
     private static void EdgeLines(StringBuilder sb, string node, string kind, IEnumerable<string> items) =>
         sb.AppendLine($"  {kind} {node}: [{string.Join(", ", items)}]");
+
+    /// <summary>The text without its name-counter line (which a failed command may advance: QEMU never rolls it back).</summary>
+    public static string WithoutCounter(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        int i = text.LastIndexOf("name-counter=", StringComparison.Ordinal);
+        return i < 0 ? text : text[..i];
+    }
 
     /// <summary>A readable diff of two canonical texts (lines only in one side), empty when equal.</summary>
     public static string Diff(string model, string impl)

@@ -1,6 +1,6 @@
 using System.Collections.Immutable;
-using System.Text.Json.Nodes;
 using Verified.Impl.Engine;
+using Verified.Impl.IO;
 using Verified.Model;
 using Verified.Vocabulary;
 
@@ -8,40 +8,65 @@ namespace Verified.Oracle;
 
 /// <summary>
 /// Runs the same commands on the model and the implementation and reports the first divergence:
-/// replies (ok or error, class, exact text, and query results byte for byte) and states (the canonical
-/// abstraction). The model is the judge.
+/// replies (ok or error, class, exact text), states (the canonical abstraction), the model's
+/// invariants, that a refused command changed neither state, query answers byte for byte, and data.
+/// The model is the judge.
 /// </summary>
 public sealed class Judge : IDisposable
 {
     /// <summary>Size of each image file of the pool.</summary>
     public const int PoolFileSize = 1 << 20;
 
-    private readonly string dir;
+    /// <summary>
+    /// The canonical states, the replies and the data are compared after every step. Query answers (a
+    /// projection of the state) and the model's invariants (a check of the model itself) are costlier; a
+    /// campaign checks them every this many steps, and a replay (which is what shrinking runs) after every
+    /// step, so whatever a campaign finds this way shrinks like anything else.
+    /// </summary>
+    public const int SampleEvery = 8;
 
-    /// <summary>Creates a judge with a fresh folder of image files for commands to name.</summary>
-    public Judge()
+    private static readonly string[] Queries = ["x-debug-query-block-graph", "query-named-block-nodes", "query-block-exports"];
+
+    private readonly string dir;
+    private string modelText, implText;
+    private int steps;
+    private readonly bool thorough;
+
+    /// <summary>
+    /// Creates a judge with a fresh folder of pool files. Commands name them relatively (<c>a.img</c>), and
+    /// the implementation resolves names against the folder, so a command log means the same on any judge.
+    /// </summary>
+    /// <param name="mutation">A deliberate bug planted in the implementation (tests of the campaign's teeth); none by default.</param>
+    /// <param name="thorough">Check queries and invariants after every step (replays) rather than every <see cref="SampleEvery"/> steps.</param>
+    public Judge(EngineMutation mutation = EngineMutation.None, bool thorough = true)
     {
+        this.thorough = thorough;
         dir = Directory.CreateTempSubdirectory("verified-judge-").FullName;
-        Files = [.. CommandGen.DefaultFiles.Select(f => Path.Combine(dir, f))];
         foreach (var f in Files)
         {
-            using var s = File.Create(f);
+            using var s = File.Create(Path.Combine(dir, f));
             s.SetLength(PoolFileSize);
         }
+        Impl = new BlockEngine(new EngineServices { Storage = new HostStorage { BaseDirectory = dir }, Mutation = mutation });
         Model = ModelState.Initial with
         {
             Data = DataState.Empty with { Files = Files.ToImmutableDictionary(f => f, _ => FileData.Zeroed(PoolFileSize), StringComparer.Ordinal) },
         };
+        modelText = Canonical.Of(Model);
+        implText = Canonical.Of(Impl);
     }
 
-    /// <summary>The image files that exist for this judge (absolute paths).</summary>
-    public IReadOnlyList<string> Files { get; }
+    /// <summary>The pool's image files, as commands name them (relative to the judge's folder).</summary>
+    public IReadOnlyList<string> Files { get; } = CommandGen.DefaultFiles;
+
+    /// <summary>The host path of pool file <paramref name="name"/>.</summary>
+    public string PathOf(string name) => Path.Combine(dir, name);
 
     /// <summary>The model's state; it knows the pool files as zero-filled.</summary>
     public ModelState Model { get; private set; }
 
     /// <summary>The implementation.</summary>
-    public BlockEngine Impl { get; } = new();
+    public BlockEngine Impl { get; }
 
     /// <summary>The model's reply to the last step.</summary>
     public Reply? LastReply { get; private set; }
@@ -50,25 +75,51 @@ public sealed class Judge : IDisposable
     public string? Step(Command c)
     {
         ArgumentNullException.ThrowIfNull(c);
-        if (c is IoStep io)
+        steps++;
+        switch (c)
         {
-            var predicted = io.Predict(Model);
-            Model = predicted.State;
-            LastReply = predicted.Errno == 0 ? Reply.Ok() : new Reply(null, QmpError.Generic($"errno {predicted.Errno}"));
-            return io.Compare((predicted.Errno, predicted.Data), io.Run(Impl));
+            case IoStep io:
+                var predicted = io.Predict(Model);
+                Model = predicted.State;
+                LastReply = predicted.Errno == 0 ? Reply.Ok() : new Reply(null, QmpError.Generic($"errno {predicted.Errno}"));
+                return io.Compare((predicted.Errno, predicted.Data), io.Run(Impl));
+            case FaultStep f:
+                Model = f.Apply(Model);
+                f.Run(Impl);
+                LastReply = Reply.Ok();
+                return null;
         }
+        var before = Model;
         var (next, modelReply) = Machine.Apply(Model, c);
         Model = next;
         var implReply = Impl.Execute(c);
         LastReply = modelReply;
         var replyDiff = CompareReplies(modelReply, implReply);
         if (replyDiff is not null && KnownDivergences.Find(c, modelReply, implReply) is null) return replyDiff;
-        var stateDiff = Canonical.Diff(Canonical.Of(Model), Canonical.Of(Impl));
+
+        bool graphSame = ReferenceEquals(next.Graph, before.Graph);
+        string newModel = graphSame && next.NameCounter == before.NameCounter ? modelText : Canonical.Of(next);
+        string newImpl = Canonical.Of(Impl);
+        var stateDiff = Canonical.Diff(newModel, newImpl);
         if (stateDiff.Length > 0) return "states differ after " + c.Name + ":\n" + stateDiff;
-        foreach (var q in new[] { "x-debug-query-block-graph", "query-named-block-nodes", "query-block-exports" })
+        if (!modelReply.IsOk)
         {
-            var d = CompareReplies(Machine.Apply(Model, new Query(q)).Reply, Impl.Execute(new Query(q)));
-            if (d is not null) return $"{q} differs after {c.Name}: {d}";
+            // A refused command (a failed or aborted transaction included) must leave both graphs as they were.
+            if (!graphSame && !next.Graph.Equals(before.Graph)) return $"the model's graph changed although {c.Name} failed";
+            if (Canonical.WithoutCounter(newImpl) != Canonical.WithoutCounter(implText))
+                return $"the implementation's state changed although {c.Name} failed:\n" + Canonical.Diff(implText, newImpl);
+        }
+        bool changed = newModel != modelText;
+        (modelText, implText) = (newModel, newImpl);
+        if (thorough ? !changed : steps % SampleEvery != 0) return null;
+        if (Invariants.Check(next.Graph) is { Count: > 0 } broken)
+            return $"the model broke its invariants after {c.Name}: {string.Join("; ", broken)}";
+        {
+            foreach (var q in Queries)
+            {
+                var d = CompareReplies(Machine.Apply(Model, new Query(q)).Reply, Impl.Execute(new Query(q)));
+                if (d is not null) return $"{q} differs after {c.Name}: {d}";
+            }
         }
         return null;
     }
