@@ -14,7 +14,7 @@ namespace Verified.Oracle;
 /// The model assumes every file a command names exists; the implementation opens real files. So the
 /// generator names only the files of <paramref name="files"/>, which a campaign creates beforehand.
 /// </remarks>
-public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files = null, bool io = false)
+public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files = null, bool io = false)
 {
     /// <summary>Pools of names: small, so that duplicates and reuse happen often.</summary>
     private static readonly string[] NodeNames = ["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7"];
@@ -45,6 +45,7 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
         ArgumentNullException.ThrowIfNull(s);
         if (io && Chance(4) && Io(s) is { } step) return step;
         if (Chance(10) && FilterSwap(s) is { } swap) return swap;
+        if (Chance(10) && ShapeStep(s) is { } shaped) return shaped; // QEMU's graph-mod shapes: CommandGen.Shapes.cs
         return P(20) switch
         {
             < 6 => Add(s),
