@@ -272,7 +272,8 @@ public static class Campaign
             {
                 stats.Count(c, judge, before.Graph.Faults.Count > 0);
                 if (d is null)
-                    foreach (var e in Events.Classify(before, c, judge.Model, judge.LastReply!)) stats.Events[e] = stats.Events.GetValueOrDefault(e) + 1;
+                    foreach (var e in Events.Classify(before, c, judge.Model, judge.LastReply!).Concat(Shapes.Classify(before, c, judge.Model, judge.LastReply!)))
+                        stats.Events[e] = stats.Events.GetValueOrDefault(e) + 1;
             }
             if ((i & 15) == 15) stepped?.Invoke(16);
             if (d is not null) return (log, d);

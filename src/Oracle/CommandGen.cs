@@ -15,7 +15,7 @@ namespace Verified.Oracle;
 /// The model assumes every file a command names exists; the implementation opens real files. So the
 /// generator names only the files of <paramref name="files"/>, which a campaign creates beforehand.
 /// </remarks>
-public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files = null, bool io = false, bool faults = false)
+public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files = null, bool io = false, bool faults = false)
 {
     /// <summary>Commands a multi-step pattern has queued (a fault, then its transaction, then the clear).</summary>
     private readonly Queue<Command> pending = new();
@@ -65,6 +65,7 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
         if (io && Chance(4) && Io(s) is { } step) return step;
         if (Chance(10) && FilterSwap(s) is { } swap) return swap;
         if (io && Chance(25) && Fleecing(s) is { } fleece) return fleece;
+        if (Chance(10) && ShapeStep(s) is { } shaped) return shaped; // QEMU's graph-mod shapes: CommandGen.Shapes.cs
         return P(20) switch
         {
             < 6 => Add(s),
