@@ -71,11 +71,26 @@ public sealed class Judge : IDisposable
     /// <summary>The model's reply to the last step.</summary>
     public Reply? LastReply { get; private set; }
 
-    /// <summary>Applies one command to both; returns a description of the divergence, or null when they agree.</summary>
+    /// <summary>
+    /// Applies one command to both; returns a description of the divergence, or null when they agree. An
+    /// exception from either engine is a divergence too (the engines answer every command with a reply).
+    /// </summary>
     public string? Step(Command c)
     {
         ArgumentNullException.ThrowIfNull(c);
         steps++;
+        try
+        {
+            return StepChecked(c);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return $"{c.Name} threw {e.GetType().Name}: {e.Message}\n{e.StackTrace}";
+        }
+    }
+
+    private string? StepChecked(Command c)
+    {
         switch (c)
         {
             case IoStep io:

@@ -32,8 +32,8 @@ internal sealed class UndoLog(EngineMutation mutation = EngineMutation.None)
         if (finished) throw new InvalidOperationException("transaction already finished");
         finished = true;
         int skip = !commit && mutation == EngineMutation.SkipOneUndo ? actions.FindIndex(a => a.Abort is not null) : -1;
-        if (commit && mutation == EngineMutation.CommitOldestFirst)
-            for (int i = 0; i < actions.Count; i++) actions[i].Commit?.Invoke();
+        if (!commit && mutation == EngineMutation.AbortOldestFirst)
+            for (int i = 0; i < actions.Count; i++) actions[i].Abort?.Invoke();
         else
             for (int i = actions.Count - 1; i >= 0; i--) if (i != skip) (commit ? actions[i].Commit : actions[i].Abort)?.Invoke();
         for (int i = actions.Count - 1; i >= 0; i--) actions[i].Clean?.Invoke();
