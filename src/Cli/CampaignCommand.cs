@@ -14,12 +14,15 @@ internal static class CampaignCommand
     /// <summary>Coverage floor per command kind unless asked otherwise.</summary>
     private const int FloorDefault = 10;
 
+    /// <summary>Z3 re-checks the model's graph every this many steps unless asked otherwise (a check costs milliseconds).</summary>
+    private const int Z3EveryDefault = 100;
+
     /// <summary>How often the progress bar is redrawn.</summary>
     private static readonly TimeSpan ProgressEvery = TimeSpan.FromMilliseconds(250);
 
     public static int Run(string[] args)
     {
-        var o = new CampaignOptions { Z3Every = 20 };
+        var o = new CampaignOptions { Z3Every = Z3EveryDefault };
         int floor = FloorDefault;
         bool stepsGiven = false;
         string? outDir = null, replay = null;
@@ -116,7 +119,7 @@ internal static class CampaignCommand
         Console.WriteLine();
         Console.WriteLine($"runs {s.Runs}, steps {s.Steps}, {s.StepsPerSecond:0} steps/s over {s.Elapsed.TotalSeconds:0.0} s");
         Console.WriteLine($"transactions {s.Transactions}: {s.RolledBack} rolled back ({s.Aborts} by an abort action)");
-        Console.WriteLine($"faults armed {s.FaultsArmed}; steps failed while a fault was armed {s.FailedUnderFault}");
+        Console.WriteLine($"faults armed {s.FaultsArmed}; steps failed by an injected fault {s.FailedByFault}");
         Console.WriteLine($"Z3 checks {s.Z3Checks}; regression scenarios replayed {s.CorpusReplayed}");
         if (s.Events.Count > 0)
         {

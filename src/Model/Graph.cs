@@ -121,14 +121,23 @@ public sealed record Graph(
     /// QEMU's refcount, derived: one per edge into the node, one for the monitor's reference, one per
     /// copy-on-read node whose <c>bottom</c> names it (cor holds a reference on its bottom).
     /// </summary>
-    public int RefCount(string node)
+    public int RefCount(string node) =>
+        (Nodes.TryGetValue(node, out var n) && n.MonitorOwned ? 1 : 0) + RefCounts.GetValue(this, Count).GetValueOrDefault(node);
+
+    /// <summary>
+    /// The edge and bottom references per node, computed once per graph value: a graph never changes, and
+    /// lookups (<see cref="Live"/>) ask for counts constantly. Kept beside the record, not in it, so that
+    /// value equality stays what the fields say.
+    /// </summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Graph, Dictionary<string, int>> RefCounts = new();
+
+    private static Dictionary<string, int> Count(Graph g)
     {
-        int count = Nodes.TryGetValue(node, out var n) && n.MonitorOwned ? 1 : 0;
-        foreach (var e in Edges)
-            if (e.Child == node) count++;
-        foreach (var c in Nodes.Values)
-            if (c.Driver == "copy-on-read" && c.Str("bottom") == node) count++;
-        return count;
+        var d = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var e in g.Edges) d[e.Child] = d.GetValueOrDefault(e.Child) + 1;
+        foreach (var c in g.Nodes.Values)
+            if (c.Driver == "copy-on-read" && c.Str("bottom") is { } b) d[b] = d.GetValueOrDefault(b) + 1;
+        return d;
     }
 
     /// <summary>True if <paramref name="descendant"/> is <paramref name="node"/> or lies below it.</summary>

@@ -30,7 +30,7 @@ public sealed record CampaignOptions
     /// <summary>Runs executed at once (each on its own engine pair and folder).</summary>
     public int Workers { get; init; } = Environment.ProcessorCount;
 
-    /// <summary>Every this many steps the model's graph is also checked by Z3 (0: never).</summary>
+    /// <summary>Every this many steps (counted across runs) the model's graph is also checked by Z3 (0: never).</summary>
     public int Z3Every { get; init; }
 
     /// <summary>Reads and writes through devices and exports, checked against the model's bytes.</summary>
@@ -117,8 +117,8 @@ public sealed class CampaignStats
     /// <summary>Faults armed.</summary>
     public int FaultsArmed { get; set; }
 
-    /// <summary>Steps that failed while a fault was armed (an injected failure, or a refusal under it).</summary>
-    public int FailedUnderFault { get; set; }
+    /// <summary>Steps that failed because of an injected fault (a failed open, read or write: the fault's errno in the reply).</summary>
+    public int FailedByFault { get; set; }
 
     /// <summary>Graphs Z3 checked against the model.</summary>
     public int Z3Checks { get; set; }
@@ -154,13 +154,13 @@ public sealed class CampaignStats
         RolledBack += o.RolledBack;
         Aborts += o.Aborts;
         FaultsArmed += o.FaultsArmed;
-        FailedUnderFault += o.FailedUnderFault;
+        FailedByFault += o.FailedByFault;
         Z3Checks += o.Z3Checks;
         CorpusReplayed += o.CorpusReplayed;
     }
 
     /// <summary>Counts one step of a run.</summary>
-    internal void Count(Command c, Judge j, bool faultArmed)
+    internal void Count(Command c, Judge j, Model.Graph before)
     {
         Steps++;
         Generated[c.Name] = Generated.GetValueOrDefault(c.Name) + 1;
@@ -170,7 +170,8 @@ public sealed class CampaignStats
         {
             var shape = System.Text.RegularExpressions.Regex.Replace(e.Desc, "'[^']*'", "'…'");
             Refusals[shape] = Refusals.GetValueOrDefault(shape) + 1;
-            if (faultArmed) FailedUnderFault++;
+            if (before.Faults.Any(f => e.Desc.EndsWith(Model.HostFaults.ErrnoText(f.Errno), StringComparison.Ordinal) || e.Desc == $"errno {f.Errno}"))
+                FailedByFault++;
         }
         if (c is FaultStep { Op: not "clear" }) FaultsArmed++;
         if (c is Vocabulary.Transaction t)
@@ -270,14 +271,15 @@ public static class Campaign
             var d = judge.Step(c);
             if (stats is not null)
             {
-                stats.Count(c, judge, before.Graph.Faults.Count > 0);
+                stats.Count(c, judge, before.Graph);
                 if (d is null)
                     foreach (var e in Events.Classify(before, c, judge.Model, judge.LastReply!).Concat(Shapes.Classify(before, c, judge.Model, judge.LastReply!)))
                         stats.Events[e] = stats.Events.GetValueOrDefault(e) + 1;
             }
             if ((i & 15) == 15) stepped?.Invoke(16);
             if (d is not null) return (log, d);
-            if (z3 is not null && o.Z3Every > 0 && (i + 1) % o.Z3Every == 0)
+            // Z3's schedule is a function of the run's seed and the step, so a replay checks the same graphs.
+            if (z3 is not null && o.Z3Every > 0 && ((long)seed * o.RunLength + i + 1) % o.Z3Every == 0)
             {
                 // Z3 must agree with the model on the committed graph (verdict, and every edge's perms).
                 var a = Proofs.GraphEncoding.Compare(z3, judge.Model.Graph);

@@ -50,7 +50,7 @@ public class ShortCampaignTests
         Assert.Equal(Steps / RunLength, stats.Runs);
         Assert.Equal(Steps, stats.Steps);
         Assert.True(stats.Z3Checks >= Steps / 20, $"only {stats.Z3Checks} Z3 checks");
-        Assert.True(stats.FaultsArmed > 0 && stats.FailedUnderFault > 0, $"faults armed {stats.FaultsArmed}, failed under them {stats.FailedUnderFault}");
+        Assert.True(stats.FaultsArmed > 0 && stats.FailedByFault > 0, $"faults armed {stats.FaultsArmed}, steps failed by them {stats.FailedByFault}");
         Assert.True(stats.Aborts > 0 && stats.RolledBack > stats.Aborts, $"rolled back {stats.RolledBack}, aborts {stats.Aborts}");
         Assert.Empty(stats.BelowFloor(CoverageFloor, Campaign.CoveredKinds));
     }

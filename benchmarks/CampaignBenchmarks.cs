@@ -1,0 +1,57 @@
+using BenchmarkDotNet.Attributes;
+using Verified.Model;
+using Verified.Oracle;
+using Verified.Vocabulary;
+
+namespace Verified.Benchmarks;
+
+/// <summary>
+/// Cost of one checked campaign step, and of its parts: a whole run of <see cref="Campaign.RunLengthDefault"/>
+/// steps (generation, both engines, canonical states, sampled queries and invariants, I/O and faults; Z3
+/// off), against the same commands on the model alone and on the implementation alone, and the two
+/// canonical abstractions of a mid-run state. Divide a run's time by its steps for the per-step cost.
+/// </summary>
+[MemoryDiagnoser]
+public class CampaignBenchmarks
+{
+    private readonly CampaignOptions options = new() { Z3Every = 0 };
+    private List<Command> log = null!;
+    private Judge judge = null!;
+
+    /// <summary>The seed of the benchmarked run.</summary>
+    [Params(3, 17)]
+    public int Seed { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        log = Campaign.Generate(Seed, Campaign.RunLengthDefault, options).Log;
+        judge = new Judge();
+        foreach (var c in log.Take(log.Count / 2)) judge.Step(c);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() => judge.Dispose();
+
+    /// <summary>A whole checked run: generate, apply to both, compare.</summary>
+    [Benchmark(Baseline = true)]
+    public int CheckedRun() => Campaign.Generate(Seed, Campaign.RunLengthDefault, options).Log.Count;
+
+    /// <summary>The run's commands on the model alone (graph commands; I/O and faults skipped).</summary>
+    [Benchmark]
+    public ModelState ModelOnly()
+    {
+        var s = ModelState.Initial;
+        foreach (var c in log)
+            if (c is not IoStep and not FaultStep) s = Machine.Apply(s, c).State;
+        return s;
+    }
+
+    /// <summary>The canonical text of the model's mid-run state.</summary>
+    [Benchmark]
+    public int CanonicalModel() => Canonical.Of(judge.Model).Length;
+
+    /// <summary>The canonical text of the implementation's mid-run state.</summary>
+    [Benchmark]
+    public int CanonicalImpl() => Canonical.Of(judge.Impl).Length;
+}
