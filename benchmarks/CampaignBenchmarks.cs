@@ -47,6 +47,40 @@ public class CampaignBenchmarks
         return s;
     }
 
+    /// <summary>A judge's life: its folder and pool files, both engines, then closing and removing them.</summary>
+    [Benchmark]
+    public int JudgeLifecycle()
+    {
+        using var j = new Judge();
+        return j.Files.Count;
+    }
+
+    /// <summary>The run's commands on the implementation alone (in a fresh judge's folder; judge lifecycle included).</summary>
+    [Benchmark]
+    public int ImplOnly()
+    {
+        using var j = new Judge();
+        int ok = 0;
+        foreach (var c in log)
+            if (c is not IoStep and not FaultStep && j.Impl.Execute(c).IsOk) ok++;
+        return ok;
+    }
+
+    /// <summary>Generating the run's commands against the model (what the generator costs, model steps included).</summary>
+    [Benchmark]
+    public int GenerateOnly()
+    {
+        var rnd = new Random(Seed);
+        var gen = new CommandGen(rnd.Next, io: true, faults: true);
+        var s = ModelState.Initial;
+        for (int i = 0; i < Campaign.RunLengthDefault; i++)
+        {
+            var c = gen.Next(s);
+            if (c is not IoStep and not FaultStep) s = Machine.Apply(s, c).State;
+        }
+        return s.Graph.Nodes.Count;
+    }
+
     /// <summary>The canonical text of the model's mid-run state.</summary>
     [Benchmark]
     public int CanonicalModel() => Canonical.Of(judge.Model).Length;

@@ -26,7 +26,13 @@ public sealed record FileData(long Size, ImmutableSortedDictionary<long, byte> S
 public sealed record DataState(ImmutableDictionary<string, FileData> Files, ImmutableDictionary<long, ImmutableSortedSet<long>> Copied)
 {
     /// <summary>No files known, nothing copied.</summary>
-    public static readonly DataState Empty = new(ImmutableDictionary<string, FileData>.Empty, ImmutableDictionary<long, ImmutableSortedSet<long>>.Empty);
+    public static readonly DataState Empty = new(NoFiles, ImmutableDictionary<long, ImmutableSortedSet<long>>.Empty);
+
+    /// <summary>
+    /// An empty file map. Values compare by reference inside the map: setting a file's new contents must not
+    /// compare every sector with the old ones (the map itself compares by reference anyway).
+    /// </summary>
+    public static ImmutableDictionary<string, FileData> NoFiles => ImmutableDictionary.Create<string, FileData>(StringComparer.Ordinal, ReferenceEqualityComparer.Instance);
 }
 
 /// <summary>
@@ -182,6 +188,15 @@ public static class Data
     public static (ModelState State, int Errno) Write(ModelState s, string node, long sector, int count, byte pattern)
     {
         ArgumentNullException.ThrowIfNull(s);
+        var data = new byte[count];
+        Array.Fill(data, pattern);
+        return Write(s, node, sector, data);
+    }
+
+    /// <summary>Applies a write of one byte pattern per sector (<paramref name="data"/>) from <paramref name="sector"/>.</summary>
+    private static (ModelState State, int Errno) Write(ModelState s, string node, long sector, byte[] data)
+    {
+        int count = data.Length;
         var g = s.Graph;
         var n = g.Nodes[node];
         switch (n.Driver)
@@ -191,24 +206,25 @@ public static class Data
                 if (HostFaults.Of(g, name, "write") is var fault and not 0) return (s, fault);
                 var f = s.Data.Files[name];
                 var sectors = f.Sectors.ToBuilder();
-                for (long i = 0; i < count; i++) sectors[sector + i] = pattern;
+                for (int i = 0; i < count; i++) sectors[sector + i] = data[i];
                 return (s with { Data = s.Data with { Files = s.Data.Files.SetItem(name, f with { Sectors = sectors.ToImmutable() }) } }, 0);
             case "null-co" or "null-aio":
                 return (s, 0);
             case "raw":
-                return Write(s, Child(g, n, "file")!, sector + RawOffset(n) / Sector, count, pattern);
+                return Write(s, Child(g, n, "file")!, sector + RawOffset(n) / Sector, data);
             case "snapshot-access":
                 return (s, ENOTSUP);
             case "copy-before-write":
-                return CopyBeforeWrite(s, n, sector, count, pattern);
+                return CopyBeforeWrite(s, n, sector, data);
             default:
-                return Write(s, Primary(g, n)!, sector, count, pattern);
+                return Write(s, Primary(g, n)!, sector, data);
         }
     }
 
     /// <summary>Each cluster the write touches is copied source → target once, before the write lands on the source.</summary>
-    private static (ModelState, int) CopyBeforeWrite(ModelState s, Node cbw, long sector, int count, byte pattern)
+    private static (ModelState, int) CopyBeforeWrite(ModelState s, Node cbw, long sector, byte[] data)
     {
+        int count = data.Length;
         var g = s.Graph;
         var source = Child(g, cbw, "file")!;
         var target = Child(g, cbw, "target")!;
@@ -220,17 +236,14 @@ public static class Data
             long first = c * CbwClusterSectors, end = Math.Min(first + CbwClusterSectors, sourceSectors);
             // A cluster is read whole, then written whole; a fault in either fails the guest's write.
             if (ReadErrno(s, source, first, (int)(end - first)) is var readErr and not 0) return (s, readErr);
-            var copy = s;
-            for (long x = first; x < end; x++)
-            {
-                var (next, err) = Write(copy, target, x, 1, ReadSector(s, source, x) ?? 0);
-                if (err != 0) return (s, err);
-                copy = next;
-            }
+            var old = new byte[end - first];
+            for (long x = first; x < end; x++) old[x - first] = ReadSector(s, source, x) ?? 0;
+            var (copy, err) = Write(s, target, first, old);
+            if (err != 0) return (s, err);
             copied = copied.Add(c);
             s = copy with { Data = copy.Data with { Copied = copy.Data.Copied.SetItem(cbw.Seq, copied) } };
         }
-        return Write(s, source, sector, count, pattern);
+        return Write(s, source, sector, data);
     }
 
     private static long RawOffset(Node n) => n.Options.TryGetValue("offset", out var o) ? long.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;

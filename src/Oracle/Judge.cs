@@ -50,7 +50,7 @@ public sealed class Judge : IDisposable
         Impl = new BlockEngine(new EngineServices { Storage = new HostStorage { BaseDirectory = dir }, Mutation = mutation });
         Model = ModelState.Initial with
         {
-            Data = DataState.Empty with { Files = Files.ToImmutableDictionary(f => f, _ => FileData.Zeroed(PoolFileSize), StringComparer.Ordinal) },
+            Data = DataState.Empty with { Files = DataState.NoFiles.AddRange(Files.Select(f => KeyValuePair.Create(f, FileData.Zeroed(PoolFileSize)))) },
         };
         modelText = Canonical.Of(Model);
         implText = Canonical.Of(Impl);
