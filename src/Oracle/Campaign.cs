@@ -331,7 +331,11 @@ public static class Campaign
         return null;
     }
 
-    /// <summary>Delta-debugging shrink: drop chunks of steps, then actions of transactions, while it still diverges.</summary>
+    /// <summary>
+    /// Delta-debugging shrink, while it still diverges: drop chunks of steps, then actions of transactions,
+    /// then arguments (each optional member of a command's arguments, at any depth, that the command
+    /// still parses without; an I/O step's length down to one sector).
+    /// </summary>
     public static List<Command> Shrink(List<Command> log, EngineMutation mutation = EngineMutation.None)
     {
         ArgumentNullException.ThrowIfNull(log);
@@ -359,6 +363,69 @@ public static class Campaign
                 else k++;
             }
         }
+        for (int i = 0; i < cur.Count; i++)
+        {
+            foreach (var simpler in Simpler(cur[i]))
+            {
+                var cand = cur.ToList();
+                cand[i] = simpler;
+                if (Fails(cand))
+                {
+                    cur = cand;
+                    i--; // simplify the simpler step again
+                    break;
+                }
+            }
+        }
         return cur;
+    }
+
+    /// <summary>Candidate simplifications of one step, each with one thing less.</summary>
+    private static IEnumerable<Command> Simpler(Command c)
+    {
+        if (c is IoStep io)
+        {
+            if (io.Length > Model.Data.Sector) yield return io with { Length = Model.Data.Sector };
+            yield break;
+        }
+        if (c is FaultStep) yield break;
+        var json = CommandWriter.ToQmp(c);
+        if (json["arguments"] is not System.Text.Json.Nodes.JsonObject) yield break;
+        // Every member path under "arguments"; try the request without each.
+        var paths = new List<List<string>>();
+        Collect((System.Text.Json.Nodes.JsonObject)json["arguments"]!, [], paths);
+        foreach (var path in paths)
+        {
+            var copy = json.DeepClone().AsObject();
+            var parent = (System.Text.Json.Nodes.JsonNode)copy["arguments"]!;
+            foreach (var key in path.Take(path.Count - 1)) parent = key.StartsWith('#') ? parent[int.Parse(key[1..], CultureInfo.InvariantCulture)]! : parent[key]!;
+            var last = path[^1];
+            if (last.StartsWith('#')) parent.AsArray().RemoveAt(int.Parse(last[1..], CultureInfo.InvariantCulture));
+            else parent.AsObject().Remove(last);
+            var (simpler, err) = CommandParser.ParseRequest(copy);
+            if (err is null && simpler is not null) yield return simpler;
+        }
+    }
+
+    private static void Collect(System.Text.Json.Nodes.JsonNode node, List<string> at, List<List<string>> paths)
+    {
+        if (node is System.Text.Json.Nodes.JsonObject o)
+        {
+            foreach (var (k, v) in o)
+            {
+                List<string> p = [.. at, k];
+                paths.Add(p);
+                if (v is not null) Collect(v, p, paths);
+            }
+        }
+        else if (node is System.Text.Json.Nodes.JsonArray a)
+        {
+            for (int i = 0; i < a.Count; i++)
+            {
+                List<string> p = [.. at, "#" + i.ToString(CultureInfo.InvariantCulture)];
+                paths.Add(p);
+                if (a[i] is { } v) Collect(v, p, paths);
+            }
+        }
     }
 }
