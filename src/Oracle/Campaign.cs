@@ -259,7 +259,7 @@ public static class Campaign
         Proofs.Smt.SmtSolver? z3 = null, Action<int>? stepped = null)
     {
         ArgumentNullException.ThrowIfNull(o);
-        using var judge = new Judge(o.Mutation, thorough: false);
+        using var judge = new Judge(o.Mutation, thorough: false, sampleAt: seed);
         var rnd = new Random(seed);
         var gen = new CommandGen(rnd.Next, io: o.Io, faults: o.Faults);
         var log = new List<Command>();

@@ -50,7 +50,7 @@ public static class Canonical
         foreach (var x in g.Exports.Values.OrderBy(x => x.Seq))
             sb.AppendLine($"export {x.Id} name={x.ExportName} writable={x.Writable} root={Root(g.RootEdge(new ExportParent(x.Id)))}");
         foreach (var o in g.Objects.Values.OrderBy(o => o.Id, StringComparer.Ordinal)) sb.AppendLine($"object {o.Id} {o.Type}");
-        sb.AppendLine($"nbd-server={g.NbdServerRunning}").AppendLine($"name-counter={s.NameCounter}");
+        sb.AppendLine($"nbd-server={g.NbdServerRunning}").Append(CounterLine(s.NameCounter));
         return sb.ToString();
     }
 
@@ -72,7 +72,7 @@ public static class Canonical
         foreach (var x in e.Exports)
             sb.AppendLine($"export {x.Id} name={x.ExportName} writable={x.Writable} root={Root(x.Root)}");
         foreach (var o in e.Objects) sb.AppendLine($"object {o.Id} {o.Type}");
-        sb.AppendLine($"nbd-server={e.NbdServerRunning}").AppendLine($"name-counter={e.NameCounter}");
+        sb.AppendLine($"nbd-server={e.NbdServerRunning}").Append(CounterLine(e.NameCounter));
         return sb.ToString();
     }
 
@@ -95,6 +95,9 @@ public static class Canonical
 
     private static void EdgeLines(StringBuilder sb, string node, string kind, IEnumerable<string> items) =>
         sb.AppendLine($"  {kind} {node}: [{string.Join(", ", items)}]");
+
+    /// <summary>The name-counter line that ends every canonical text.</summary>
+    public static string CounterLine(long counter) => $"name-counter={counter}" + Environment.NewLine;
 
     /// <summary>The text without its name-counter line (which a failed command may advance: QEMU never rolls it back).</summary>
     public static string WithoutCounter(string text)

@@ -23,7 +23,7 @@ public sealed class Judge : IDisposable
     /// campaign checks them every this many steps, and a replay (which is what shrinking runs) after every
     /// step, so whatever a campaign finds this way shrinks like anything else.
     /// </summary>
-    public const int SampleEvery = 8;
+    public const int SampleEvery = 32;
 
     private static readonly string[] Queries = ["x-debug-query-block-graph", "query-named-block-nodes", "query-block-exports"];
 
@@ -31,6 +31,7 @@ public sealed class Judge : IDisposable
     private string modelText, implText;
     private int steps;
     private readonly bool thorough;
+    private readonly int sampleAt;
 
     /// <summary>
     /// Creates a judge with a fresh folder of pool files. Commands name them relatively (<c>a.img</c>), and
@@ -38,9 +39,11 @@ public sealed class Judge : IDisposable
     /// </summary>
     /// <param name="mutation">A deliberate bug planted in the implementation (tests of the campaign's teeth); none by default.</param>
     /// <param name="thorough">Check queries and invariants after every step (replays) rather than every <see cref="SampleEvery"/> steps.</param>
-    public Judge(EngineMutation mutation = EngineMutation.None, bool thorough = true)
+    /// <param name="sampleAt">Which step modulo <see cref="SampleEvery"/> is sampled (campaigns vary it by seed, so samples fall everywhere in runs).</param>
+    public Judge(EngineMutation mutation = EngineMutation.None, bool thorough = true, int sampleAt = 0)
     {
         this.thorough = thorough;
+        this.sampleAt = ((sampleAt % SampleEvery) + SampleEvery) % SampleEvery;
         dir = Directory.CreateTempSubdirectory("verified-judge-").FullName;
         foreach (var f in Files)
         {
@@ -113,7 +116,8 @@ public sealed class Judge : IDisposable
         if (replyDiff is not null && KnownDivergences.Find(c, modelReply, implReply) is null) return replyDiff;
 
         bool graphSame = ReferenceEquals(next.Graph, before.Graph);
-        string newModel = graphSame && next.NameCounter == before.NameCounter ? modelText : Canonical.Of(next);
+        // A refused command keeps the model's graph object (only the name counter may move): reuse its text.
+        string newModel = graphSame ? Canonical.WithoutCounter(modelText) + Canonical.CounterLine(next.NameCounter) : Canonical.Of(next);
         string newImpl = Canonical.Of(Impl);
         var stateDiff = Canonical.Diff(newModel, newImpl);
         if (stateDiff.Length > 0) return "states differ after " + c.Name + ":\n" + stateDiff;
@@ -126,7 +130,7 @@ public sealed class Judge : IDisposable
         }
         bool changed = newModel != modelText;
         (modelText, implText) = (newModel, newImpl);
-        if (thorough ? !changed : steps % SampleEvery != 0) return null;
+        if (thorough ? !changed : steps % SampleEvery != sampleAt) return null;
         if (Invariants.Check(next.Graph) is { Count: > 0 } broken)
             return $"the model broke its invariants after {c.Name}: {string.Join("; ", broken)}";
         {
