@@ -76,6 +76,91 @@ public static class Canonical
         return sb.ToString();
     }
 
+    /// <summary>
+    /// True when the two states have the same canonical text, decided field by field without building it
+    /// (campaigns ask after every step; the texts are built only to show a difference, and at samples).
+    /// Property-checked against the text comparison (<c>CanonicalTests</c>).
+    /// </summary>
+    public static bool Same(ModelState s, BlockEngine e)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        ArgumentNullException.ThrowIfNull(e);
+        var g = s.Graph;
+        if (s.NameCounter != e.NameCounter || g.NbdServerRunning != e.NbdServerRunning) return false;
+        var implNodes = e.Nodes;
+        if (implNodes.Count != g.Nodes.Count) return false;
+        var bySeq = new Dictionary<long, string>();
+        foreach (var n in g.Nodes.Values) bySeq[n.Seq] = n.Name;
+        var parents = new Dictionary<string, List<Edge>>(StringComparer.Ordinal);
+        var children = new Dictionary<string, List<Edge>>(StringComparer.Ordinal);
+        foreach (var edge in g.Edges)
+        {
+            Bucket(parents, edge.Child).Add(edge);
+            if (edge.Parent is NodeParent np) Bucket(children, np.Node).Add(edge);
+        }
+        int i = 0;
+        foreach (var m in g.Nodes.Values.OrderBy(n => n.Seq))
+        {
+            var n = implNodes[i++];
+            if (m.Name != n.Name || m.Driver != n.DriverName || m.ReadOnly != n.ReadOnly || m.MonitorOwned != n.MonitorOwned
+                || m.AutoNamed != n.AutoNamed || g.RefCount(m.Name) != n.RefCount || !m.Options.Equals(n.Options)) return false;
+            var inherits = m.InheritsFrom is { } seq ? bySeq.GetValueOrDefault(seq) : null;
+            var implInherits = n.InheritsFrom is { Deleted: false } p && e.FindNode(p.Name) == p ? p.Name : null;
+            if (inherits != implInherits) return false;
+            if (!m.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent))
+                    .SequenceEqual(n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)))) return false;
+            var up = parents.GetValueOrDefault(m.Name) ?? [];
+            up.Sort((a, b) => b.AttachSeq.CompareTo(a.AttachSeq));
+            int k = 0;
+            foreach (var c in n.Parents)
+            {
+                if (k >= up.Count) return false;
+                var me = up[k++];
+                if (me.Name != c.Name || me.Perm != c.Perm || me.Shared != c.Shared || g.GraphName(me.Parent) != c.Parent.GraphName) return false;
+            }
+            if (k != up.Count) return false;
+            var down = children.GetValueOrDefault(m.Name) ?? [];
+            down.Sort((a, b) => b.Id.CompareTo(a.Id));
+            k = 0;
+            foreach (var c in n.Children)
+            {
+                if (k >= down.Count) return false;
+                var me = down[k++];
+                if (me.Name != c.Name || me.Child != c.Node.Name || me.Role != c.Role) return false;
+            }
+            if (k != down.Count) return false;
+        }
+        var devices = e.Devices;
+        if (devices.Count != g.Devices.Count) return false;
+        i = 0;
+        foreach (var d in g.Devices.Values.OrderBy(d => d.Seq))
+        {
+            var x = devices[i++];
+            if (d.Id != x.Id || d.Model != x.Model || d.ShareRw != x.ShareRw || d.ReadOnly != x.ReadOnly
+                || !SameRoot(g.RootEdge(new DeviceParent(d.Id)), x.Root)) return false;
+        }
+        var exports = e.Exports;
+        if (exports.Count != g.Exports.Count) return false;
+        i = 0;
+        foreach (var x in g.Exports.Values.OrderBy(x => x.Seq))
+        {
+            var y = exports[i++];
+            if (x.Id != y.Id || x.ExportName != y.ExportName || x.Writable != y.Writable || !SameRoot(g.RootEdge(new ExportParent(x.Id)), y.Root)) return false;
+        }
+        var objects = e.Objects;
+        if (objects.Count != g.Objects.Count) return false;
+        i = 0;
+        foreach (var o in g.Objects.Values.OrderBy(o => o.Id, StringComparer.Ordinal))
+        {
+            var y = objects[i++];
+            if (o.Id != y.Id || o.Type != y.Type) return false;
+        }
+        return true;
+    }
+
+    private static bool SameRoot(Edge? m, ImplGraph.BdrvChild? i) =>
+        m is null ? i is null : i is not null && m.Child == i.Node.Name && m.Perm == i.Perm && m.Shared == i.Shared;
+
     private static List<Edge> Bucket(Dictionary<string, List<Edge>> d, string key)
     {
         if (!d.TryGetValue(key, out var l)) d[key] = l = [];
