@@ -85,8 +85,12 @@ public sealed record Divergence(string Replay, IReadOnlyList<Command> Commands, 
 }
 
 /// <summary>Campaign statistics. One instance per worker; <see cref="Add"/> merges them.</summary>
-public sealed class CampaignStats
+public sealed partial class CampaignStats
 {
+    /// <summary>A quoted name in a refusal text (replaced, so refusals group by shape).</summary>
+    [System.Text.RegularExpressions.GeneratedRegex("'[^']*'")]
+    private static partial System.Text.RegularExpressions.Regex Quoted();
+
     /// <summary>Steps generated, by command name.</summary>
     public Dictionary<string, int> Generated { get; } = [];
 
@@ -168,7 +172,7 @@ public sealed class CampaignStats
         if (ok) Accepted[c.Name] = Accepted.GetValueOrDefault(c.Name) + 1;
         else if (j.LastReply?.Error is { } e)
         {
-            var shape = System.Text.RegularExpressions.Regex.Replace(e.Desc, "'[^']*'", "'…'");
+            var shape = Quoted().Replace(e.Desc, "'…'");
             Refusals[shape] = Refusals.GetValueOrDefault(shape) + 1;
             if (before.Faults.Any(f => e.Desc.EndsWith(Model.HostFaults.ErrnoText(f.Errno), StringComparison.Ordinal) || e.Desc == $"errno {f.Errno}"))
                 FailedByFault++;
