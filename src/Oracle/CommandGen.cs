@@ -24,7 +24,7 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
     private static readonly int[] FaultErrnos = [5, 28];
 
     /// <summary>Pools of names: small, so that duplicates and reuse happen often.</summary>
-    private static readonly string[] NodeNames = ["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7"];
+    private static readonly string[] NodeNames = ["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9", "n10", "n11"];
 
     private static readonly string[] ExportIds = ["e0", "e1", "e2"];
 
