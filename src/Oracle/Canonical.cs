@@ -21,24 +21,10 @@ public static class Canonical
         ArgumentNullException.ThrowIfNull(s);
         var g = s.Graph;
         var sb = new StringBuilder();
-        // One pass over nodes and edges indexes what each node line needs (the graph's own lookups scan).
-        var bySeq = new Dictionary<long, string>();
-        foreach (var n in g.Nodes.Values) bySeq[n.Seq] = n.Name;
-        var parents = new Dictionary<string, List<Edge>>(StringComparer.Ordinal);
-        var children = new Dictionary<string, List<Edge>>(StringComparer.Ordinal);
-        foreach (var e in g.Edges)
-        {
-            Bucket(parents, e.Child).Add(e);
-            if (e.Parent is NodeParent np) Bucket(children, np.Node).Add(e);
-        }
+        var ix = new Index(g);
         foreach (var n in g.Nodes.Values.OrderBy(n => n.Seq))
         {
-            // An inherits_from that points at a deleted node is no link at all (and a dangling pointer in QEMU).
-            var inherits = n.InheritsFrom is { } seq ? bySeq.GetValueOrDefault(seq) : null;
-            var up = parents.GetValueOrDefault(n.Name) ?? [];
-            var down = children.GetValueOrDefault(n.Name) ?? [];
-            up.Sort((a, b) => b.AttachSeq.CompareTo(a.AttachSeq));
-            down.Sort((a, b) => b.Id.CompareTo(a.Id));
+            var (inherits, up, down) = ix.Of(n);
             int refcnt = g.RefCount(n.Name);
             NodeLine(sb, n.Name, n.Driver, n.ReadOnly, n.MonitorOwned, n.AutoNamed, n.Options, inherits,
                 n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)), refcnt);
@@ -89,28 +75,18 @@ public static class Canonical
         if (s.NameCounter != e.NameCounter || g.NbdServerRunning != e.NbdServerRunning) return false;
         var implNodes = e.Nodes;
         if (implNodes.Count != g.Nodes.Count) return false;
-        var bySeq = new Dictionary<long, string>();
-        foreach (var n in g.Nodes.Values) bySeq[n.Seq] = n.Name;
-        var parents = new Dictionary<string, List<Edge>>(StringComparer.Ordinal);
-        var children = new Dictionary<string, List<Edge>>(StringComparer.Ordinal);
-        foreach (var edge in g.Edges)
-        {
-            Bucket(parents, edge.Child).Add(edge);
-            if (edge.Parent is NodeParent np) Bucket(children, np.Node).Add(edge);
-        }
+        var ix = new Index(g);
         int i = 0;
         foreach (var m in g.Nodes.Values.OrderBy(n => n.Seq))
         {
             var n = implNodes[i++];
             if (m.Name != n.Name || m.Driver != n.DriverName || m.ReadOnly != n.ReadOnly || m.MonitorOwned != n.MonitorOwned
                 || m.AutoNamed != n.AutoNamed || g.RefCount(m.Name) != n.RefCount || !m.Options.Equals(n.Options)) return false;
-            var inherits = m.InheritsFrom is { } seq ? bySeq.GetValueOrDefault(seq) : null;
+            var (inherits, up, down) = ix.Of(m);
             var implInherits = n.InheritsFrom is { Deleted: false } p && e.FindNode(p.Name) == p ? p.Name : null;
             if (inherits != implInherits) return false;
             if (!m.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent))
                     .SequenceEqual(n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)))) return false;
-            var up = parents.GetValueOrDefault(m.Name) ?? [];
-            up.Sort((a, b) => b.AttachSeq.CompareTo(a.AttachSeq));
             int k = 0;
             foreach (var c in n.Parents)
             {
@@ -119,8 +95,6 @@ public static class Canonical
                 if (me.Name != c.Name || me.Perm != c.Perm || me.Shared != c.Shared || g.GraphName(me.Parent) != c.Parent.GraphName) return false;
             }
             if (k != up.Count) return false;
-            var down = children.GetValueOrDefault(m.Name) ?? [];
-            down.Sort((a, b) => b.Id.CompareTo(a.Id));
             k = 0;
             foreach (var c in n.Children)
             {
@@ -161,10 +135,41 @@ public static class Canonical
     private static bool SameRoot(Edge? m, ImplGraph.BdrvChild? i) =>
         m is null ? i is null : i is not null && m.Child == i.Node.Name && m.Perm == i.Perm && m.Shared == i.Shared;
 
-    private static List<Edge> Bucket(Dictionary<string, List<Edge>> d, string key)
+    /// <summary>One pass over a model graph's nodes and edges, indexing what each node's lines need (the graph's own lookups scan).</summary>
+    private sealed class Index
     {
-        if (!d.TryGetValue(key, out var l)) d[key] = l = [];
-        return l;
+        private readonly Dictionary<long, string> bySeq = [];
+        private readonly Dictionary<string, List<Edge>> parents = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, List<Edge>> children = new(StringComparer.Ordinal);
+
+        public Index(Graph g)
+        {
+            foreach (var n in g.Nodes.Values) bySeq[n.Seq] = n.Name;
+            foreach (var e in g.Edges)
+            {
+                Bucket(parents, e.Child).Add(e);
+                if (e.Parent is NodeParent np) Bucket(children, np.Node).Add(e);
+            }
+        }
+
+        /// <summary>
+        /// A node's inherits_from (by name; one that points at a deleted node is no link at all, a dangling
+        /// pointer in QEMU), its parent edges newest attachment first and its children newest first.
+        /// </summary>
+        public (string? Inherits, List<Edge> Parents, List<Edge> Children) Of(Node n)
+        {
+            var up = parents.GetValueOrDefault(n.Name) ?? [];
+            var down = children.GetValueOrDefault(n.Name) ?? [];
+            up.Sort((a, b) => b.AttachSeq.CompareTo(a.AttachSeq));
+            down.Sort((a, b) => b.Id.CompareTo(a.Id));
+            return (n.InheritsFrom is { } seq ? bySeq.GetValueOrDefault(seq) : null, up, down);
+        }
+
+        private static List<Edge> Bucket(Dictionary<string, List<Edge>> d, string key)
+        {
+            if (!d.TryGetValue(key, out var l)) d[key] = l = [];
+            return l;
+        }
     }
 
     private static string Root(Edge? e) => e is null ? "-" : $"{e.Child}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}";
