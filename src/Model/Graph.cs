@@ -102,11 +102,24 @@ public sealed record Graph(
 
     /// <summary>Edges into <paramref name="child"/>, newest attachment first (QEMU's parent list order).</summary>
     public IEnumerable<Edge> ParentsOf(string child) =>
-        Edges.Where(e => e.Child == child).OrderByDescending(e => e.AttachSeq);
+        Lists.GetValue(this, BuildLists).Parents.GetValueOrDefault(child) ?? [];
 
     /// <summary>Edges out of a parent, newest first (QEMU's children list order).</summary>
     public IEnumerable<Edge> ChildrenOf(Parent parent) =>
-        Edges.Where(e => e.Parent == parent).OrderByDescending(e => e.Id);
+        Lists.GetValue(this, BuildLists).Children.GetValueOrDefault(parent) ?? [];
+
+    /// <summary>
+    /// Every node's parent list and every parent's child list, in QEMU's orders, built once per graph value
+    /// (a graph never changes; refreshes ask for these lists over and over). Kept beside the record, like
+    /// <see cref="RefCount"/>'s counts, so equality stays what the fields say.
+    /// </summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Graph, EdgeLists> Lists = new();
+
+    private sealed record EdgeLists(Dictionary<string, Edge[]> Parents, Dictionary<Parent, Edge[]> Children);
+
+    private static EdgeLists BuildLists(Graph g) => new(
+        g.Edges.GroupBy(e => e.Child, StringComparer.Ordinal).ToDictionary(x => x.Key, x => x.OrderByDescending(e => e.AttachSeq).ToArray(), StringComparer.Ordinal),
+        g.Edges.GroupBy(e => e.Parent).ToDictionary(x => x.Key, x => x.OrderByDescending(e => e.Id).ToArray()));
 
     /// <summary>Edges out of node <paramref name="node"/>, newest first.</summary>
     public IEnumerable<Edge> ChildrenOf(string node) => ChildrenOf(new NodeParent(node));
