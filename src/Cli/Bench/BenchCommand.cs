@@ -37,22 +37,28 @@ public static class BenchCommand
         """;
 
     /// <summary>Runs the subcommand; returns qemu-img's exit code (0, or 1 on any error).</summary>
-    public static int Run(string[] args)
+    public static int Run(string[] args) => Run(args, Console.Out, Console.Error);
+
+    /// <summary>Runs the subcommand with its output going to the given writers.</summary>
+    public static int Run(IReadOnlyList<string> args, TextWriter stdout, TextWriter stderr)
     {
+        ArgumentNullException.ThrowIfNull(stdout);
+        ArgumentNullException.ThrowIfNull(stderr);
         try
         {
-            var o = BenchArgs.Parse(args, w => Console.Error.WriteLine($"verified: {w}"));
+            var o = BenchArgs.Parse(args, w => stderr.WriteLine($"verified: {w}"));
             if (o is null)
             {
-                Console.WriteLine(Usage);
+                stdout.WriteLine(Usage);
                 return 0;
             }
-            return Execute(o, Console.Out, Console.Error);
+            return Execute(o, stdout, stderr);
         }
         catch (BenchError e)
         {
-            foreach (var line in e.Lines) Console.Error.WriteLine($"verified: {line}");
-            if (e.TryHelp) Console.Error.WriteLine("Try 'verified bench --help' for more information");
+            stdout.Flush();
+            foreach (var line in e.Lines) stderr.WriteLine($"verified: {line}");
+            if (e.TryHelp) stderr.WriteLine("Try 'verified bench --help' for more information");
             return e.ExitCode;
         }
     }
