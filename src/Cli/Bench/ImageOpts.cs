@@ -83,8 +83,8 @@ public static class ImageOpts
         if (value is "on" or "true") return JsonValue.Create(true);
         if (value is "off" or "false") return JsonValue.Create(false);
         if (long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out long n)) return JsonValue.Create(n);
-        if (key.EndsWith("size", StringComparison.Ordinal) && QemuNumbers.StrToSz(value) is { Error: QemuNumbers.SizeError.None } s)
-            return JsonValue.Create(s.Value);
+        if (key.EndsWith("size", StringComparison.Ordinal) && QemuNumbers.StrToSz(value) is { Error: QemuNumbers.SizeError.None } s && s.Value <= long.MaxValue)
+            return JsonValue.Create((long)s.Value); // the schema reads integers as signed 64-bit
         return JsonValue.Create(value);
     }
 }
