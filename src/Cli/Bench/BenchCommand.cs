@@ -115,7 +115,7 @@ public static class BenchCommand
         top["node-name"] = TopNode;
         // qemu-img's open flags: read-only unless -w; cache.direct and cache.no-flush on the top node,
         // which the children created inline under it inherit, as they do in QEMU.
-        if (!o.Write) top["read-only"] = true;
+        if (!o.Write) SetReadOnly(top);
         SetCache(top, o);
         if (o.Aio is { } aio) SetAio(top, aio);
 
@@ -220,6 +220,19 @@ public static class BenchCommand
         foreach (var (key, child) in o.ToList())
         {
             if (key != "cache" && child is JsonObject c) SetCache(c, opts);
+        }
+    }
+
+    /// <summary>
+    /// Without -w every node of the tree is opened read-only, as QEMU's children inherit it, so that a
+    /// read benchmark works on an image file the user may only read.
+    /// </summary>
+    private static void SetReadOnly(JsonObject o)
+    {
+        if (!o.ContainsKey("read-only")) o["read-only"] = true;
+        foreach (var (key, child) in o.ToList())
+        {
+            if (key != "cache" && child is JsonObject c) SetReadOnly(c);
         }
     }
 
