@@ -22,6 +22,9 @@ public static class Program
               (default 10). --mutant NAME plants a deliberate bug (the campaign must find it).
           replay FILE
               Run a scenario file's QMP commands on both engines and report any divergence.
+          bench [-c count] [-d depth] [-f fmt] [-n] [-i aio] [-o offset] [-s size] [-S step] [-t cache] [-w]
+                [--pattern P] [--flush-interval N] [--no-drain] [--image-opts] [-q] [-U] FILE
+              qemu-img bench on Verified's engine: same flags, defaults, error texts, output and exit codes.
         """;
 
     /// <summary>Entry point: dispatches on the subcommand.</summary>
@@ -40,6 +43,7 @@ public static class Program
                 "prove" => ProveCommand.Run(args[1..]),
                 "campaign" => CampaignCommand.Run(args[1..]),
                 "replay" => CampaignCommand.Replay(args[1..]),
+                "bench" => Bench.BenchCommand.Run(args[1..]),
                 _ => UsageError($"unknown command '{args[0]}'"),
             };
         }
