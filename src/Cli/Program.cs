@@ -18,6 +18,11 @@ public static class Program
               than F times (default 10).
           replay FILE
               Run a scenario file's QMP commands on both engines and report any divergence.
+          serve [--qmp stdio|unix:PATH]... [--blockdev JSON|K=V,...]... [--object ...] [--nbd-server ...]
+                [--export ...] [--chardev socket,path=PATH,server=on,wait=off,id=ID --monitor chardev=ID]
+              A QMP daemon speaking QEMU 7.2's protocol, a drop-in for qemu-storage-daemon's block graph.
+              Startup options run in order as QMP commands; exits on quit, SIGTERM, SIGINT (or stdin EOF
+              with --qmp stdio), flushing and closing every image.
         """;
 
     /// <summary>Entry point: dispatches on the subcommand.</summary>
@@ -36,6 +41,7 @@ public static class Program
                 "prove" => ProveCommand.Run(args[1..]),
                 "campaign" => CampaignCommand.Run(args[1..]),
                 "replay" => CampaignCommand.Replay(args[1..]),
+                "serve" => ServeCommand.Run(args[1..]),
                 _ => UsageError($"unknown command '{args[0]}'"),
             };
         }
