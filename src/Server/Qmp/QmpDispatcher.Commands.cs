@@ -57,7 +57,7 @@ public sealed partial class QmpDispatcher
         // StrOrNull: a string names an iothread, null means the main loop.
         var v = args["iothread"];
         if (v is not null && (v is not JsonValue jv || jv.GetValueKind() != JsonValueKind.String))
-            return new Reply(null, QmpError.Generic("Invalid parameter type for 'iothread', expected: string or null"));
+            return new Reply(null, QmpError.Generic("Invalid parameter type for 'iothread', expected: StrOrNull"));
         return Engine.SetIothread(Str(args, "node-name")!, v?.GetValue<string>(), args["force"]?.GetValue<bool>() ?? false);
     }
 
@@ -95,7 +95,7 @@ public sealed partial class QmpDispatcher
             events.Add(new QmpEvent("DEVICE_DELETED", new JsonObject { ["device"] = id, ["path"] = path }, now));
         }
         var exportsAfter = after.Exports.ToHashSet(StringComparer.Ordinal);
-        foreach (var id in before.Exports.Reverse().Where(e => !exportsAfter.Contains(e)))
+        foreach (var id in before.Exports.Where(e => !exportsAfter.Contains(e)))
             events.Add(new QmpEvent("BLOCK_EXPORT_DELETED", new JsonObject { ["id"] = id }, now));
         return events;
     }

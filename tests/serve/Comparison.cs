@@ -1,0 +1,118 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+
+namespace Verified.Tests.Serve;
+
+/// <summary>
+/// Runs one QMP sequence on two peers and lists every difference in what a client sees: each
+/// command's outcome, error class and text, return value, events, and after each command the graph
+/// (every edge with its perm and shared perm) and the node list. Only what must differ is
+/// normalised: version strings, timestamps, the peers' temporary directories, the two random digits
+/// of auto node names, and export backends' names (DECISIONS.md 5: Verified names them by export id,
+/// QEMU 7.2 leaves them unnamed).
+/// </summary>
+public static partial class Comparison
+{
+    /// <summary>Normalises one raw reply line from either peer.</summary>
+    public static string NormaliseLine(string line)
+    {
+        line = VersionRegex().Replace(line, "{\"qemu\": VERSION, \"package\": PACKAGE}");
+        return TimestampRegex().Replace(line, "\"seconds\": S, \"microseconds\": US");
+    }
+
+    [GeneratedRegex("\\{\"qemu\": \\{\"micro\": \\d+, \"minor\": \\d+, \"major\": \\d+\\}, \"package\": \"[^\"]*\"\\}")]
+    private static partial Regex VersionRegex();
+
+    [GeneratedRegex("\"seconds\": \\d+, \"microseconds\": \\d+")]
+    private static partial Regex TimestampRegex();
+
+    [GeneratedRegex("#block\\d+")]
+    private static partial Regex AutoNameRegex();
+
+    /// <summary>Loads a scenario file: one JSON object per line, '#' comments skipped.</summary>
+    public static List<JsonObject> LoadScenario(string path) =>
+        [.. File.ReadAllLines(path).Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#') && !l.StartsWith("//", StringComparison.Ordinal))
+            .Select(l => JsonNode.Parse(l)!.AsObject())];
+
+    /// <summary>The extra QEMU arguments a scenario asks for.</summary>
+    public static List<string> QemuArgs(IEnumerable<JsonObject> steps) =>
+        [.. steps.Where(s => s.ContainsKey("qemu_args")).SelectMany(s => s["qemu_args"]!.AsArray().Select(a => a!.GetValue<string>()))];
+
+    /// <summary>Runs <paramref name="steps"/> on both peers; returns the differences (empty when the peers agree) and the number of steps compared.</summary>
+    public static (List<string> Differences, int Compared) Run(IReadOnlyList<JsonObject> steps, Peer a, Peer b)
+    {
+        using var ca = a.Connect();
+        using var cb = b.Connect();
+        ca.Negotiate();
+        cb.Negotiate();
+        var diffs = new List<string>();
+        int compared = 0;
+        for (int i = 0; i < steps.Count; i++)
+        {
+            var step = steps[i];
+            if (step.ContainsKey("run"))
+            {
+                foreach (var p in new[] { a, b }) RunHost(step["run"]!.AsArray(), p.TmpDir);
+                continue;
+            }
+            if (!step.ContainsKey("execute")) continue;
+            compared++;
+            var cmd = step["execute"]!.GetValue<string>();
+            var sa = See(ca, a, cmd, step["arguments"]);
+            var sb = See(cb, b, cmd, step["arguments"]);
+            foreach (var (key, va) in sa)
+            {
+                var vb = sb.GetValueOrDefault(key);
+                if (va != vb) diffs.Add($"step {i} ({cmd}) {key}:\n    {a.Name}: {va}\n    {b.Name}: {vb}");
+            }
+        }
+        return (diffs, compared);
+    }
+
+    private static void RunHost(JsonArray argv, string tmp)
+    {
+        var psi = new ProcessStartInfo(argv[0]!.GetValue<string>()) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = tmp };
+        foreach (var x in argv.Skip(1)) psi.ArgumentList.Add(x!.GetValue<string>().Replace("@TMP@", tmp, StringComparison.Ordinal));
+        using var p = Process.Start(psi)!;
+        p.StandardOutput.ReadToEnd();
+        p.StandardError.ReadToEnd();
+        p.WaitForExit();
+    }
+
+    private static JsonNode? Subst(JsonNode? n, string tmp) =>
+        n is null ? null : JsonNode.Parse(n.ToJsonString().Replace("@TMP@", tmp.Replace("\\", "\\\\", StringComparison.Ordinal), StringComparison.Ordinal));
+
+    /// <summary>What a client sees of one command on one peer, as comparable strings.</summary>
+    private static Dictionary<string, string> See(QmpClient c, Peer p, string cmd, JsonNode? args)
+    {
+        c.Events.Clear();
+        args = Subst(args, p.TmpDir);
+        // DECISIONS.md 2: x-perm-scheme selects per node the scheme QEMU 7.2 has natively; QEMU knows no such option.
+        if (p.IsQemu && args is JsonObject o) o.Remove("x-perm-scheme");
+        var reply = c.Execute(cmd, args);
+        var seen = new Dictionary<string, string>();
+        string Norm(string s) => AutoNameRegex().Replace(s.Replace(p.TmpDir, "@TMP@", StringComparison.Ordinal), "#blockN");
+        if (reply["error"] is JsonObject e)
+            seen["outcome"] = Norm($"error [{e["class"]}] {e["desc"]}");
+        else
+            seen["outcome"] = cmd is "query-named-block-nodes" or "query-block-exports" or "x-debug-query-block-graph" ? "ok" : Norm("ok " + reply["return"]?.ToJsonString());
+        seen["events"] = Norm(string.Join(" ", c.Events.Select(l => JsonNode.Parse(l)!.AsObject()).Select(ev => $"{ev["event"]}{ev["data"]?.ToJsonString()}")));
+        var exportIds = c.Execute("query-block-exports")["return"]!.AsArray().Select(x => x!["id"]!.GetValue<string>()).ToHashSet();
+        var graph = c.Execute("x-debug-query-block-graph")["return"]!.AsObject();
+        var names = graph["nodes"]!.AsArray().ToDictionary(n => n!["id"]!.GetValue<int>(), n =>
+        {
+            var name = n!["name"]!.GetValue<string>();
+            return n["type"]!.GetValue<string>() == "block-backend" ? "BB:" + (exportIds.Contains(name) ? "" : name) : name;
+        });
+        seen["edges"] = Norm(string.Join("\n      ", graph["edges"]!.AsArray().Select(x => x!.AsObject())
+            .Select(x => $"{names[x["parent"]!.GetValue<int>()]} -[{x["name"]}: {Perms(x["perm"])} / {Perms(x["shared-perm"])}]-> {names[x["child"]!.GetValue<int>()]}")
+            .Order(StringComparer.Ordinal)));
+        seen["nodes"] = Norm(string.Join(" ", c.Execute("query-named-block-nodes", new JsonObject { ["flat"] = true })["return"]!.AsArray()
+            .Select(n => $"{n!["node-name"]}:{n["drv"]}:{(n["ro"]!.GetValue<bool>() ? "ro" : "rw")}").Order(StringComparer.Ordinal)));
+        return seen;
+    }
+
+    private static string Perms(JsonNode? list) =>
+        list is JsonArray a && a.Count > 0 ? string.Join(",", a.Select(x => x!.GetValue<string>())) : "-";
+}
