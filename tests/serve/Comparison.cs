@@ -59,15 +59,33 @@ public static partial class Comparison
             if (!step.ContainsKey("execute")) continue;
             compared++;
             var cmd = step["execute"]!.GetValue<string>();
-            var sa = See(ca, a, cmd, step["arguments"]);
-            var sb = See(cb, b, cmd, step["arguments"]);
+            // "settle": QEMU finishes this command after replying (an unplug); look at the graph once it has.
+            int settleMs = step["settle"]?.GetValue<bool>() == true ? LateEventWaitMs : 0;
+            var sa = See(ca, a, cmd, step["arguments"], settleMs);
+            var sb = See(cb, b, cmd, step["arguments"], settleMs);
             foreach (var (key, va) in sa)
             {
                 var vb = sb.GetValueOrDefault(key);
                 if (va != vb) diffs.Add($"step {i} ({cmd}) {key}:\n    {a.Name}: {va}\n    {b.Name}: {vb}");
             }
         }
+        // Events that come after a reply (DEVICE_DELETED) are compared as one ordered list at the end.
+        Thread.Sleep(LateEventWaitMs);
+        ca.Execute("query-version");
+        cb.Execute("query-version");
+        var ea = string.Join("\n    ", ca.Events.Select(EventText));
+        var eb = string.Join("\n    ", cb.Events.Select(EventText));
+        if (ea != eb) diffs.Add($"all events:\n  {a.Name}:\n    {ea}\n  {b.Name}:\n    {eb}");
         return (diffs, compared);
+    }
+
+    /// <summary>How long a run waits at its end for events QEMU sends after a reply.</summary>
+    private const int LateEventWaitMs = 500;
+
+    private static string EventText(string line)
+    {
+        var ev = JsonNode.Parse(line)!;
+        return $"{ev["event"]}{ev["data"]?.ToJsonString()}";
     }
 
     private static void RunHost(JsonArray argv, string tmp)
@@ -84,9 +102,9 @@ public static partial class Comparison
         n is null ? null : JsonNode.Parse(n.ToJsonString().Replace("@TMP@", tmp.Replace("\\", "\\\\", StringComparison.Ordinal), StringComparison.Ordinal));
 
     /// <summary>What a client sees of one command on one peer, as comparable strings.</summary>
-    private static Dictionary<string, string> See(QmpClient c, Peer p, string cmd, JsonNode? args)
+    private static Dictionary<string, string> See(QmpClient c, Peer p, string cmd, JsonNode? args, int settleMs)
     {
-        c.Events.Clear();
+        int firstEvent = c.Events.Count;
         args = Subst(args, p.TmpDir);
         // DECISIONS.md 2: x-perm-scheme selects per node the scheme QEMU 7.2 has natively; QEMU knows no such option.
         if (p.IsQemu && args is JsonObject o) o.Remove("x-perm-scheme");
@@ -97,7 +115,8 @@ public static partial class Comparison
             seen["outcome"] = Norm($"error [{e["class"]}] {e["desc"]}");
         else
             seen["outcome"] = cmd is "query-named-block-nodes" or "query-block-exports" or "x-debug-query-block-graph" ? "ok" : Norm("ok " + reply["return"]?.ToJsonString());
-        seen["events"] = Norm(string.Join(" ", c.Events.Select(l => JsonNode.Parse(l)!.AsObject()).Select(ev => $"{ev["event"]}{ev["data"]?.ToJsonString()}")));
+        Thread.Sleep(settleMs);
+        seen["events"] = Norm(string.Join(" ", c.Events.Skip(firstEvent).Select(EventText).Where(e => !e.StartsWith("DEVICE_DELETED", StringComparison.Ordinal))));
         var exportIds = c.Execute("query-block-exports")["return"]!.AsArray().Select(x => x!["id"]!.GetValue<string>()).ToHashSet();
         var graph = c.Execute("x-debug-query-block-graph")["return"]!.AsObject();
         var names = graph["nodes"]!.AsArray().ToDictionary(n => n!["id"]!.GetValue<int>(), n =>

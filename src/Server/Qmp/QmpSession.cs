@@ -69,12 +69,13 @@ public sealed class QmpSession : IDisposable
     {
         JsonNode? id = null;
         bool hasId = !m.IsError && m.Value is JsonObject d && d.TryGetPropertyValue("id", out id);
-        var (reply, command) = m.IsError ? (new Reply(null, QmpError.Generic(m.Error!)), null) : Dispatch(m.Value);
+        var (reply, command, late) = m.IsError ? (new Reply(null, QmpError.Generic(m.Error!)), null, null) : Dispatch(m.Value);
         if (!negotiated && command != "qmp_capabilities" && reply.Error is { Class: ErrorClass.CommandNotFound })
             reply = new Reply(null, new QmpError(ErrorClass.CommandNotFound, "Expecting capabilities negotiation with 'qmp_capabilities'"));
         var json = reply.ToJson();
         if (hasId) json["id"] = id?.DeepClone();
         Send(json);
+        if (late is not null) dispatcher.Deliver(late);
         if (command == "quit" && reply.IsOk)
         {
             QuitSent = true;
@@ -83,20 +84,21 @@ public sealed class QmpSession : IDisposable
     }
 
     /// <summary>QEMU's qmp_dispatch: envelope checks, command lookup, then the command.</summary>
-    private (Reply Reply, string? Command) Dispatch(JsonNode? value)
+    private (Reply Reply, string? Command, List<QmpEvent>? LateEvents) Dispatch(JsonNode? value)
     {
-        if (value is not JsonObject request) return (Error("QMP input must be a JSON object"), null);
+        if (value is not JsonObject request) return (Error("QMP input must be a JSON object"), null, null);
         var err = CheckEnvelope(request, out var execKey);
-        if (err is not null) return (Error(err), null);
+        if (err is not null) return (Error(err), null, null);
         var name = request[execKey!]!.GetValue<string>();
         bool known = negotiated ? QmpDispatcher.HasCommand(name) : name == "qmp_capabilities";
-        if (!known) return (new Reply(null, new QmpError(ErrorClass.CommandNotFound, $"The command {name} has not been found")), null);
+        if (!known) return (new Reply(null, new QmpError(ErrorClass.CommandNotFound, $"The command {name} has not been found")), null, null);
         // No command of Verified's allows out-of-band execution (none of qemu-storage-daemon's block commands do).
-        if (execKey == "exec-oob") return (Error($"The command {name} does not support OOB"), name);
+        if (execKey == "exec-oob") return (Error($"The command {name} does not support OOB"), name, null);
         var args = request["arguments"] as JsonObject ?? [];
-        if (name == "qmp_capabilities") return (Capabilities(args), name);
+        if (name == "qmp_capabilities") return (Capabilities(args), name, null);
         Debug.Assert(negotiated, "only qmp_capabilities runs before negotiation");
-        return (dispatcher.Run(name, args), name);
+        var (reply, late) = dispatcher.RunDeferringLateEvents(name, args);
+        return (reply, name, late);
     }
 
     /// <summary>QEMU's qmp_dispatch_check_obj: members visited in QEMU's dictionary order, first problem wins.</summary>
