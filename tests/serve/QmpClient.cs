@@ -112,26 +112,24 @@ public sealed class QmpClient : IDisposable
     public List<string> Exchange(string text) => Exchange(Encoding.UTF8.GetBytes(text));
 
     /// <summary>Runs one command; returns its reply (without <c>id</c>); events seen meanwhile go to <see cref="Events"/>.</summary>
-    public JsonObject Execute(string command, JsonNode? arguments = null)
+    public JsonObject Execute(string command, JsonNode? arguments = null) => JsonNode.Parse(ExecuteRaw(command, arguments))!.AsObject();
+
+    /// <summary>Runs one command (with no id); returns its reply line as received; events seen meanwhile go to <see cref="Events"/>.</summary>
+    public string ExecuteRaw(string command, JsonNode? arguments = null)
     {
-        var id = $"cmd-{++nextId}";
-        var req = new JsonObject { ["execute"] = command, ["id"] = id };
+        // No id, so the reply line is exactly what a client without ids sees; replies come in order.
+        var req = new JsonObject { ["execute"] = command };
         if (arguments is not null) req["arguments"] = arguments.DeepClone();
         SendRaw(req.ToJsonString() + "\n");
         while (true)
         {
             var line = ReadLine() ?? throw new IOException($"connection closed while waiting for '{command}'");
-            var msg = JsonNode.Parse(line)!.AsObject();
-            if (msg.ContainsKey("event"))
+            if (JsonNode.Parse(line)!.AsObject().ContainsKey("event"))
             {
                 Events.Add(line);
                 continue;
             }
-            if (msg["id"]?.GetValue<string>() == id)
-            {
-                msg.Remove("id");
-                return msg;
-            }
+            return line;
         }
     }
 
