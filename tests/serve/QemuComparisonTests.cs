@@ -89,6 +89,11 @@ public class QemuComparisonTests(ITestOutputHelper output)
         Encoding.ASCII.GetBytes(new string('[', 1024) + new string(']', 1024)),
         Encoding.ASCII.GetBytes(new string('[', 1025) + new string(']', 1025)),
         Encoding.ASCII.GetBytes(new string('{', 2000)),
+        Encoding.ASCII.GetBytes("{\"execute\": \"query-version\", \"id\": " + new string('[', 1000) + new string(']', 1000) + "}"),
+        Encoding.ASCII.GetBytes("{\"execute\": \"query-version\", \"id\": " + new string('[', 1023) + new string(']', 1023) + "}"),
+        Encoding.ASCII.GetBytes("{\"execute\": \"query-version\", \"id\": " + new string('[', 1024) + new string(']', 1024) + "}"),
+        Encoding.ASCII.GetBytes("{\"execute\": \"qom-set\", \"arguments\": {\"path\": \"x\", \"property\": \"drive\", \"value\": " + new string('[', 200) + new string(']', 200) + "}}"),
+        Encoding.ASCII.GetBytes("{\"execute\": \"blockdev-add\", \"arguments\": {\"driver\": \"null-co\", \"node-name\": \"n\", \"size\": " + new string('[', 200) + new string(']', 200) + "}}"),
     ];
 
     /// <summary>Seeded random mutations of a few valid requests: flipped, dropped, inserted and duplicated bytes.</summary>
