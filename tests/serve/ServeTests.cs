@@ -166,6 +166,29 @@ public class ServeTests
         Assert.False(File.Exists(sock));
     }
 
+    /// <summary>The acceptance test: the verified command, a real unix socket, a plain JSON client.</summary>
+    [Fact]
+    public void The_verified_command_serves_a_plain_JSON_client_over_a_unix_socket()
+    {
+        var tmp = Peer.NewTmp("serve-plain.");
+        var sock = Path.Combine(tmp, "qmp.sock");
+        using var peer = Peer.StartVerifiedProcess(tmp, ["--qmp", $"unix:{sock}"]);
+        using var c = peer.Connect();
+        Assert.StartsWith("{\"QMP\": ", c.Greeting, StringComparison.Ordinal);
+        c.Negotiate();
+        Assert.Equal("{\"return\": {}}", c.ExecuteRaw("blockdev-add", Json("{\"driver\": \"null-co\", \"node-name\": \"disk\"}")));
+        Assert.Equal("{\"return\": {}}", c.ExecuteRaw("blockdev-add", Json("{\"driver\": \"copy-on-read\", \"node-name\": \"cor\", \"file\": \"disk\"}")));
+        Assert.Equal("{\"return\": {\"edges\": [{\"name\": \"file\", \"parent\": 2, \"shared-perm\": [\"resize\", \"write-unchanged\", \"write\", \"consistent-read\"], \"perm\": [\"write-unchanged\"], \"child\": 1}], "
+            + "\"nodes\": [{\"name\": \"cor\", \"type\": \"block-driver\", \"id\": 2}, {\"name\": \"disk\", \"type\": \"block-driver\", \"id\": 1}]}}",
+            c.ExecuteRaw("x-debug-query-block-graph"));
+        // QEMU's refcount refusal: the copy-on-read node holds disk.
+        Assert.Equal("{\"id\": 3, \"error\": {\"class\": \"GenericError\", \"desc\": \"Block device disk is in use\"}}",
+            c.Exchange("{\"execute\": \"blockdev-del\", \"arguments\": {\"node-name\": \"disk\"}, \"id\": 3}")[0]);
+        Assert.Equal("{\"return\": {}}", c.ExecuteRaw("quit"));
+        Assert.True(peer.Process!.WaitForExit(30_000));
+        Assert.Equal(0, peer.Process.ExitCode);
+    }
+
     /// <summary>SIGTERM (and SIGINT) shut down as quit does, not by dying.</summary>
     [Theory]
     [InlineData("TERM")]
