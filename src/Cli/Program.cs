@@ -20,6 +20,7 @@ public static class Program
               Run a scenario file's QMP commands on both engines and report any divergence.
           serve [--qmp stdio|unix:PATH]... [--blockdev JSON|K=V,...]... [--object ...] [--nbd-server ...]
                 [--export ...] [--chardev socket,path=PATH,server=on,wait=off,id=ID --monitor chardev=ID]
+                [--pidfile PATH]
               A QMP daemon speaking QEMU 7.2's protocol, a drop-in for qemu-storage-daemon's block graph.
               Startup options run in order as QMP commands; exits on quit, SIGTERM, SIGINT (or stdin EOF
               with --qmp stdio), flushing and closing every image.

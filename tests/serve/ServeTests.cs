@@ -130,6 +130,7 @@ public class ServeTests
         Assert.Throws<ArgumentException>(() => ServeOptions.Parse(["--qmp", "stdio", "--chardev", "socket,path=/x,server=on,wait=on,id=m"]));
         Assert.Throws<ArgumentException>(() => ServeOptions.Parse(["--qmp", "stdio", "--blockdev"]));
         Assert.Throws<ArgumentException>(() => ServeOptions.Parse(["--qmp", "stdio", "--bogus"]));
+        Assert.Throws<ArgumentException>(() => ServeOptions.Parse(["--qmp", "stdio", "--daemonize"]));
         var o = ServeOptions.Parse(["--chardev", "socket,path=/tmp/x,,y.sock,server=on,wait=off,id=m0", "--monitor", "chardev=m0"]);
         Assert.Equal("/tmp/x,y.sock", Assert.Single(o.Monitors).UnixPath);
     }
@@ -154,16 +155,19 @@ public class ServeTests
         var img = Path.Combine(tmp, "a.raw");
         File.WriteAllBytes(img, new byte[65536]);
         var sock = Path.Combine(tmp, "qmp.sock");
+        var pidFile = Path.Combine(tmp, "pid");
         using var peer = Peer.StartVerifiedProcess(tmp, ["--chardev", $"socket,path={sock},server=on,wait=off,id=m0", "--monitor", "chardev=m0",
-            "--blockdev", $"{{\"driver\": \"file\", \"node-name\": \"f\", \"filename\": \"{img}\"}}"]);
+            "--blockdev", $"{{\"driver\": \"file\", \"node-name\": \"f\", \"filename\": \"{img}\"}}", "--pidfile", pidFile]);
         using (var c = peer.Connect())
         {
+            Assert.Equal($"{peer.Process!.Id}\n", File.ReadAllText(pidFile));
             c.Negotiate();
             Assert.Equal("{\"return\": {}, \"id\": 1}", c.Exchange("{\"execute\": \"quit\", \"id\": 1}")[0]);
         }
         Assert.True(peer.Process!.WaitForExit(30_000));
         Assert.Equal(0, peer.Process.ExitCode);
         Assert.False(File.Exists(sock));
+        Assert.False(File.Exists(pidFile));
     }
 
     /// <summary>The issue's acceptance test: the verified command, a real unix socket, a plain JSON client.</summary>

@@ -40,9 +40,12 @@ public static class QmpConnection
         var queue = Channel.CreateBounded<string>(new BoundedChannelOptions(OutputQueueMax) { SingleReader = true });
         var writer = Task.Run(() => WriteLoop(queue.Reader, output, failed), CancellationToken.None);
         int readerThread = -1;
+        bool finished = false;
 
         void Send(string line)
         {
+            // An event may still arrive from another client's command after this client ended: drop it.
+            if (Volatile.Read(ref finished) || failed.IsCancellationRequested) return;
             if (queue.Writer.TryWrite(line)) return;
             if (Environment.CurrentManagedThreadId == readerThread)
             {
@@ -62,7 +65,14 @@ public static class QmpConnection
                 return;
             }
             log.WriteLine("verified serve: a client stopped reading; closing it");
-            failed.Cancel();
+            try
+            {
+                failed.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The client ended meanwhile.
+            }
         }
 
         using (var session = new QmpSession(dispatcher, Send))
@@ -74,6 +84,7 @@ public static class QmpConnection
                 ReadLoop(session, input, log, reading.Token);
             }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
         }
+        Volatile.Write(ref finished, true);
         queue.Writer.TryComplete();
         await writer.ConfigureAwait(false);
     }

@@ -64,8 +64,22 @@ public sealed class QmpDaemon : IAsyncDisposable
             var err = Listen(m.UnixPath!);
             if (err is not null) return err;
         }
+        if (options.PidFile is { } pidFile)
+        {
+            try
+            {
+                File.WriteAllText(pidFile, $"{Environment.ProcessId}\n");
+                writtenPidFile = pidFile;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                return $"Cannot open pid file: {e.Message}";
+            }
+        }
         return null;
     }
+
+    private string? writtenPidFile;
 
     private string? Listen(string path)
     {
@@ -116,7 +130,7 @@ public sealed class QmpDaemon : IAsyncDisposable
         {
             var stdio = QmpConnection.ServeAsync(Dispatcher, Console.OpenStandardInput(), Console.OpenStandardOutput(), log, both.Token);
             // stdin closing ends the daemon: a script piped in has nothing more to say.
-            loops.Add(stdio.ContinueWith(_ => both.Cancel(), TaskScheduler.Default));
+            loops.Add(stdio.ContinueWith(_ => StopSafely(stopping), TaskScheduler.Default));
         }
         try
         {
@@ -131,6 +145,18 @@ public sealed class QmpDaemon : IAsyncDisposable
         lock (clients) pending = [.. clients];
         await Task.WhenAny(Task.WhenAll(pending), Task.Delay(DrainTimeout, CancellationToken.None)).ConfigureAwait(false);
         await Task.WhenAny(Task.WhenAll(loops), Task.Delay(DrainTimeout, CancellationToken.None)).ConfigureAwait(false);
+    }
+
+    private static void StopSafely(CancellationTokenSource cts)
+    {
+        try
+        {
+            cts.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Already shut down.
+        }
     }
 
     private async Task AcceptLoop(Socket listener, CancellationToken stop)
@@ -200,7 +226,7 @@ public sealed class QmpDaemon : IAsyncDisposable
         }
         Engine.Dispose();
         Dispatcher.Dispose();
-        foreach (var p in socketPaths)
+        foreach (var p in socketPaths.Append(writtenPidFile).OfType<string>())
         {
             try
             {

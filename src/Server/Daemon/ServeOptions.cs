@@ -30,6 +30,9 @@ public sealed class ServeOptions
     /// <summary>Monitors to open.</summary>
     public IReadOnlyList<QmpEndpoint> Monitors => monitors;
 
+    /// <summary>Where to write the daemon's pid once it serves (qemu-storage-daemon's --pidfile), or null.</summary>
+    public string? PidFile { get; private set; }
+
     /// <summary>Commands to run before serving, in order.</summary>
     public IReadOnlyList<StartupCommand> Startup => startup;
 
@@ -56,6 +59,8 @@ public sealed class ServeOptions
                 case "--export": o.startup.Add(new(name, "block-export-add", Typed(Structured(Value(), null), ExportBools, []))); break;
                 case "--chardev": o.AddChardev(Value()); break;
                 case "--monitor": o.AddMonitor(Value()); break;
+                case "--pidfile": o.PidFile = Value(); break;
+                case "--daemonize": throw new ArgumentException("--daemonize is not supported: start verified serve in the background and wait for its socket or --pidfile");
                 default: throw new ArgumentException($"unknown option '{args[i]}'");
             }
         }
