@@ -31,6 +31,9 @@ public class QemuComparisonTests(ITestOutputHelper output)
         "{\"execute\": \"query-version\", \"foo\": 1, \"bar\": 2}",
         "{\"exec-oob\": \"query-version\"}",
         "{\"exec-oob\": \"query-version\", \"execute\": \"query-version\"}",
+        "{\"exec-oob\": \"qmp_capabilities\", \"id\": 3}",
+        "{\"exec-oob\": 7}",
+        "{\"exec-oob\": \"nosuch\"}",
         "{}",
         "{\"id\": 5}",
         "[]",
@@ -136,30 +139,43 @@ public class QemuComparisonTests(ITestOutputHelper output)
     {
         using var qemu = Peer.StartStorageDaemon();
         using var verified = Peer.StartVerified();
-        using var cq = qemu.Connect();
-        using var cv = verified.Connect();
         var diffs = new List<string>();
-        if (Comparison.NormaliseLine(cq.Greeting) != Comparison.NormaliseLine(cv.Greeting))
-            diffs.Add($"greeting:\n  qemu:     {cq.Greeting}\n  verified: {cv.Greeting}");
         compared = 0;
-        foreach (var negotiated in new[] { false, true })
+        // Three sessions each: before negotiation, negotiated, and negotiated with the oob capability.
+        // A QEMU monitor serves one client at a time, so the oob session comes after the first closes.
+        using (var cq = qemu.Connect())
+        using (var cv = verified.Connect())
         {
-            if (negotiated)
-            {
-                Assert.Equal(cq.Negotiate(), cv.Negotiate());
-            }
-            foreach (var c in cases)
-            {
-                // quit would end the peers; it is compared in its own test.
-                if (Encoding.UTF8.GetString(c).Contains("\"quit\"", StringComparison.Ordinal) && negotiated) continue;
-                compared++;
-                var q = cq.Exchange(c).Select(Comparison.NormaliseLine).ToList();
-                var v = cv.Exchange(c).Select(Comparison.NormaliseLine).ToList();
-                if (!q.SequenceEqual(v))
-                    diffs.Add($"input {Convert.ToHexString(c)} ({Encoding.UTF8.GetString(c).Replace("\u0001", "\\x01", StringComparison.Ordinal)}), negotiated={negotiated}:\n  qemu:     {string.Join("\n            ", q)}\n  verified: {string.Join("\n            ", v)}");
-            }
+            if (Comparison.NormaliseLine(cq.Greeting) != Comparison.NormaliseLine(cv.Greeting))
+                diffs.Add($"greeting:\n  qemu:     {cq.Greeting}\n  verified: {cv.Greeting}");
+            compared += CompareCases(cases, "before negotiation", cq, cv, diffs);
+            Assert.Equal(cq.Negotiate(), cv.Negotiate());
+            compared += CompareCases(cases, "negotiated", cq, cv, diffs);
+        }
+        using (var oq = qemu.Connect())
+        using (var ov = verified.Connect())
+        {
+            var oobOn = JsonNode.Parse("{\"enable\": [\"oob\"]}");
+            Assert.Equal(oq.ExecuteRaw("qmp_capabilities", oobOn), ov.ExecuteRaw("qmp_capabilities", oobOn));
+            compared += CompareCases(cases, "oob", oq, ov, diffs);
         }
         return diffs;
+    }
+
+    private static int CompareCases(IReadOnlyList<byte[]> cases, string mode, QmpClient q0, QmpClient v0, List<string> diffs)
+    {
+        int compared = 0;
+        foreach (var c in cases)
+        {
+            // quit would end the peers; it is compared in its own test.
+            if (Encoding.UTF8.GetString(c).Contains("\"quit\"", StringComparison.Ordinal) && mode != "before negotiation") continue;
+            compared++;
+            var q = q0.Exchange(c).Select(Comparison.NormaliseLine).ToList();
+            var v = v0.Exchange(c).Select(Comparison.NormaliseLine).ToList();
+            if (!q.SequenceEqual(v))
+                diffs.Add($"input {Convert.ToHexString(c)} ({Encoding.UTF8.GetString(c).Replace("\u0001", "\\x01", StringComparison.Ordinal)}), {mode}:\n  qemu:     {string.Join("\n            ", q)}\n  verified: {string.Join("\n            ", v)}");
+        }
+        return compared;
     }
 
     [QemuFact]
