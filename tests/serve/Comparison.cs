@@ -59,28 +59,50 @@ public static partial class Comparison
             if (!step.ContainsKey("execute")) continue;
             compared++;
             var cmd = step["execute"]!.GetValue<string>();
-            // "settle": QEMU finishes this command after replying (an unplug); look at the graph once it has.
-            int settleMs = step["settle"]?.GetValue<bool>() == true ? LateEventWaitMs : 0;
-            var sa = See(ca, a, cmd, step["arguments"], settleMs);
-            var sb = See(cb, b, cmd, step["arguments"], settleMs);
+            var sa = See(ca, a, cmd, step["arguments"]);
+            var sb = See(cb, b, cmd, step["arguments"]);
+            // "settle": QEMU finishes this command after replying (an unplug): look again until the
+            // graphs agree or the wait runs out, then compare what was seen last.
+            var deadline = DateTime.UtcNow + SettleTimeout;
+            while (step["settle"]?.GetValue<bool>() == true && !Observe(ca, a).SequenceEqual(Observe(cb, b)) && DateTime.UtcNow < deadline)
+                Thread.Sleep(SettlePollMs);
+            if (step["settle"]?.GetValue<bool>() == true)
+            {
+                foreach (var (k, v) in Observe(ca, a)) sa[k] = v;
+                foreach (var (k, v) in Observe(cb, b)) sb[k] = v;
+            }
             foreach (var (key, va) in sa)
             {
                 var vb = sb.GetValueOrDefault(key);
                 if (va != vb) diffs.Add($"step {i} ({cmd}) {key}:\n    {a.Name}: {va}\n    {b.Name}: {vb}");
             }
         }
-        // Events that come after a reply (DEVICE_DELETED) are compared as one ordered list at the end.
-        Thread.Sleep(LateEventWaitMs);
-        ca.Execute("query-version");
-        cb.Execute("query-version");
+        // Events that come after a reply (DEVICE_DELETED) are compared as one ordered list at the end,
+        // once both peers have sent as many (or the wait runs out).
+        var until = DateTime.UtcNow + SettleTimeout;
+        do
+        {
+            ca.Execute("query-version");
+            cb.Execute("query-version");
+        }
+        while (ca.Events.Count != cb.Events.Count && DateTime.UtcNow < until && Sleep(SettlePollMs));
         var ea = string.Join("\n    ", ca.Events.Select(EventText));
         var eb = string.Join("\n    ", cb.Events.Select(EventText));
         if (ea != eb) diffs.Add($"all events:\n  {a.Name}:\n    {ea}\n  {b.Name}:\n    {eb}");
         return (diffs, compared);
     }
 
-    /// <summary>How long a run waits at its end for events QEMU sends after a reply.</summary>
-    private const int LateEventWaitMs = 500;
+    /// <summary>Longest wait for what QEMU finishes after a reply (an unplug and its event).</summary>
+    private static readonly TimeSpan SettleTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>How often a settling peer is looked at again.</summary>
+    private const int SettlePollMs = 50;
+
+    private static bool Sleep(int ms)
+    {
+        Thread.Sleep(ms);
+        return true;
+    }
 
     private static string EventText(string line)
     {
@@ -101,36 +123,46 @@ public static partial class Comparison
     private static JsonNode? Subst(JsonNode? n, string tmp) =>
         n is null ? null : JsonNode.Parse(n.ToJsonString().Replace("@TMP@", tmp.Replace("\\", "\\\\", StringComparison.Ordinal), StringComparison.Ordinal));
 
+    private static string Norm(Peer p, string s) => AutoNameRegex().Replace(s.Replace(p.TmpDir, "@TMP@", StringComparison.Ordinal), "#blockN");
+
     /// <summary>What a client sees of one command on one peer, as comparable strings.</summary>
-    private static Dictionary<string, string> See(QmpClient c, Peer p, string cmd, JsonNode? args, int settleMs)
+    private static Dictionary<string, string> See(QmpClient c, Peer p, string cmd, JsonNode? args)
     {
         int firstEvent = c.Events.Count;
         args = Subst(args, p.TmpDir);
         // DECISIONS.md 2: x-perm-scheme selects per node the scheme QEMU 7.2 has natively; QEMU knows no such option.
         if (p.IsQemu && args is JsonObject o) o.Remove("x-perm-scheme");
         var line = c.ExecuteRaw(cmd, args);
+        var seen = new Dictionary<string, string>
+        {
+            // The reply's bytes, except where Verified answers less than QEMU: query-named-block-nodes
+            // (node-name, drv and ro only; compared below) and the command list.
+            ["outcome"] = cmd is "query-named-block-nodes" or "query-commands" ? (line.StartsWith("{\"return\"", StringComparison.Ordinal) ? "ok" : Norm(p, line)) : Norm(p, line),
+            ["events"] = Norm(p, string.Join(" ", c.Events.Skip(firstEvent).Select(EventText).Where(e => !e.StartsWith("DEVICE_DELETED", StringComparison.Ordinal)))),
+        };
+        foreach (var (k, v) in Observe(c, p)) seen[k] = v;
+        return seen;
+    }
+
+    /// <summary>The graph as a client sees it: the reply's bytes, the edges with perms, the node list.</summary>
+    private static Dictionary<string, string> Observe(QmpClient c, Peer p)
+    {
         var seen = new Dictionary<string, string>();
-        string Norm(string s) => AutoNameRegex().Replace(s.Replace(p.TmpDir, "@TMP@", StringComparison.Ordinal), "#blockN");
-        // The reply's bytes, except where Verified answers less than QEMU: query-named-block-nodes
-        // (node-name, drv and ro only; compared below) and the command list.
-        seen["outcome"] = cmd is "query-named-block-nodes" or "query-commands" ? (line.StartsWith("{\"return\"", StringComparison.Ordinal) ? "ok" : Norm(line)) : Norm(line);
-        Thread.Sleep(settleMs);
-        seen["events"] = Norm(string.Join(" ", c.Events.Skip(firstEvent).Select(EventText).Where(e => !e.StartsWith("DEVICE_DELETED", StringComparison.Ordinal))));
         var exportIds = c.Execute("query-block-exports")["return"]!.AsArray().Select(x => x!["id"]!.GetValue<string>()).ToHashSet();
         var graphLine = c.ExecuteRaw("x-debug-query-block-graph");
         var graph = JsonNode.Parse(graphLine)!["return"]!.AsObject();
         // The reply's bytes too (member order, perm order, ids), export backends unnamed as in QEMU 7.2.
         foreach (var id in exportIds) graphLine = graphLine.Replace($"{{\"name\": \"{id}\", \"type\": \"block-backend\"", "{\"name\": \"\", \"type\": \"block-backend\"", StringComparison.Ordinal);
-        seen["graph bytes"] = Norm(graphLine);
+        seen["graph bytes"] = Norm(p, graphLine);
         var names = graph["nodes"]!.AsArray().ToDictionary(n => n!["id"]!.GetValue<int>(), n =>
         {
             var name = n!["name"]!.GetValue<string>();
             return n["type"]!.GetValue<string>() == "block-backend" ? "BB:" + (exportIds.Contains(name) ? "" : name) : name;
         });
-        seen["edges"] = Norm(string.Join("\n      ", graph["edges"]!.AsArray().Select(x => x!.AsObject())
+        seen["edges"] = Norm(p, string.Join("\n      ", graph["edges"]!.AsArray().Select(x => x!.AsObject())
             .Select(x => $"{names[x["parent"]!.GetValue<int>()]} -[{x["name"]}: {Perms(x["perm"])} / {Perms(x["shared-perm"])}]-> {names[x["child"]!.GetValue<int>()]}")
             .Order(StringComparer.Ordinal)));
-        seen["nodes"] = Norm(string.Join(" ", c.Execute("query-named-block-nodes", new JsonObject { ["flat"] = true })["return"]!.AsArray()
+        seen["nodes"] = Norm(p, string.Join(" ", c.Execute("query-named-block-nodes", new JsonObject { ["flat"] = true })["return"]!.AsArray()
             .Select(n => $"{n!["node-name"]}:{n["drv"]}:{(n["ro"]!.GetValue<bool>() ? "ro" : "rw")}").Order(StringComparer.Ordinal)));
         return seen;
     }
