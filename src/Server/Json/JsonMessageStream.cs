@@ -85,6 +85,7 @@ public sealed class JsonMessageStream
             }
             state = next;
         }
+        Debug.Assert(state is not LexState.Error and < LexState.FirstToken, "between bytes the lexer rests in a state, never on a token or an error");
         if (token.Count > TokenSizeMax)
         {
             // One token alone outgrew the bound: hand it on as it is; the size check below refuses it.
@@ -117,12 +118,14 @@ public sealed class JsonMessageStream
         }
         tokens.Add(new JsonToken(type, [.. token]));
         tokenSize += token.Count;
+        Debug.Assert(tokens.Count <= TokenCountMax && tokenSize <= TokenSizeMax && braceCount + bracketCount <= NestingDepthMax, "a pending message stays within QEMU's bounds");
         if ((braceCount > 0 || bracketCount > 0) && braceCount >= 0 && bracketCount >= 0) return;
         Emit(JsonTokenParser.Parse(tokens));
     }
 
     private void Emit(JsonMessage message)
     {
+        Debug.Assert(message.Error is null || message.Error.StartsWith("JSON ", StringComparison.Ordinal), "every stream error is one of QEMU's JSON texts");
         braceCount = 0;
         bracketCount = 0;
         tokens.Clear();

@@ -45,7 +45,9 @@ public static class QmpJsonWriter
         var bytes = ModifiedUtf8(key);
         uint value = unchecked(0x238F13AFu * (uint)bytes.Length);
         for (int i = 0; i < bytes.Length; i++) value = unchecked(value + ((uint)bytes[i] << (i * 5 % 24)));
-        return (int)(unchecked((1103515243u * value) + 12345u) % DictBuckets);
+        int bucket = (int)(unchecked((1103515243u * value) + 12345u) % DictBuckets);
+        System.Diagnostics.Debug.Assert(bucket is >= 0 and < DictBuckets, "a bucket index is within the table");
+        return bucket;
     }
 
     private static byte[] ModifiedUtf8(string s) =>

@@ -77,6 +77,7 @@ public sealed partial class QmpDispatcher : IDisposable
     /// Runs one command (already known by <see cref="HasCommand"/>) with its arguments. Events the
     /// command causes are delivered to every listener before this returns.
     /// </summary>
+    /// <exception cref="ArgumentException">The name is not a command of <see cref="HasCommand"/>, or is qmp_capabilities.</exception>
     public Reply Run(string name, JsonObject arguments)
     {
         var (reply, late) = RunDeferringLateEvents(name, arguments);
@@ -93,6 +94,9 @@ public sealed partial class QmpDispatcher : IDisposable
     {
         ArgumentNullException.ThrowIfNull(name);
         ArgumentNullException.ThrowIfNull(arguments);
+        // Negotiation belongs to a monitor session; anything unknown is the session's CommandNotFound.
+        if (!HasCommand(name) || name == "qmp_capabilities")
+            throw new ArgumentException($"'{name}' is not a command the dispatcher runs (see HasCommand; qmp_capabilities belongs to a session)", nameof(name));
         List<QmpEvent> events;
         Reply reply;
         lock (commandLock)
