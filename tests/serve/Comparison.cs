@@ -59,8 +59,22 @@ public static partial class Comparison
             if (!step.ContainsKey("execute")) continue;
             compared++;
             var cmd = step["execute"]!.GetValue<string>();
-            var sa = See(ca, a, cmd, step["arguments"]);
-            var sb = See(cb, b, cmd, step["arguments"]);
+            Dictionary<string, string>? sa = null, sb = null;
+            foreach (var (c, p) in new[] { (ca, a), (cb, b) })
+            {
+                try
+                {
+                    var seen = See(c, p, cmd, step["arguments"]);
+                    if (p == a) sa = seen;
+                    else sb = seen;
+                }
+                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException)
+                {
+                    // A peer that dies or hangs ends the comparison; say which, and where.
+                    diffs.Add($"{PeerFailed}: {p.Name} at step {i} ({cmd} {step["arguments"]?.ToJsonString()}): {e.Message}");
+                    return (diffs, compared);
+                }
+            }
             // "settle": QEMU finishes this command after replying (an unplug): look again until the
             // graphs agree or the wait runs out, then compare what was seen last.
             var deadline = DateTime.UtcNow + SettleTimeout;
@@ -68,12 +82,12 @@ public static partial class Comparison
                 Thread.Sleep(SettlePollMs);
             if (step["settle"]?.GetValue<bool>() == true)
             {
-                foreach (var (k, v) in Observe(ca, a)) sa[k] = v;
-                foreach (var (k, v) in Observe(cb, b)) sb[k] = v;
+                foreach (var (k, v) in Observe(ca, a)) sa![k] = v;
+                foreach (var (k, v) in Observe(cb, b)) sb![k] = v;
             }
-            foreach (var (key, va) in sa)
+            foreach (var (key, va) in sa!)
             {
-                var vb = sb.GetValueOrDefault(key);
+                var vb = sb!.GetValueOrDefault(key);
                 if (va != vb) diffs.Add($"step {i} ({cmd}) {key}:\n    {a.Name}: {va}\n    {b.Name}: {vb}");
             }
         }
@@ -91,6 +105,9 @@ public static partial class Comparison
         if (ea != eb) diffs.Add($"all events:\n  {a.Name}:\n    {ea}\n  {b.Name}:\n    {eb}");
         return (diffs, compared);
     }
+
+    /// <summary>How a difference starts when a peer stopped answering.</summary>
+    public const string PeerFailed = "peer failed";
 
     /// <summary>Longest wait for what QEMU finishes after a reply (an unplug and its event).</summary>
     private static readonly TimeSpan SettleTimeout = TimeSpan.FromSeconds(10);
