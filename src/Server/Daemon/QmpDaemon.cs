@@ -29,6 +29,7 @@ public sealed class QmpDaemon : IAsyncDisposable
     private readonly List<Task> clients = [];
     private readonly CancellationTokenSource stopping = new();
     private int clientCount;
+    private bool started;
     private bool disposed;
 
     /// <summary>Creates a daemon; nothing runs until <see cref="Start"/>.</summary>
@@ -52,8 +53,11 @@ public sealed class QmpDaemon : IAsyncDisposable
     /// Runs the startup options' commands in order, then opens the unix sockets. Returns the first
     /// error as qemu-storage-daemon words it (the daemon must then not serve), or null.
     /// </summary>
+    /// <exception cref="InvalidOperationException">Start was called before.</exception>
     public string? Start()
     {
+        if (started) throw new InvalidOperationException("the daemon has already started");
+        started = true;
         foreach (var s in options.Startup)
         {
             var reply = Dispatcher.Run(s.Command, s.Arguments);
