@@ -11,11 +11,15 @@ public static class Program
               Check every permission theorem with Z3, then check that Z3's verdict on N random
               graphs (default 200) equals the model's. Writes each theorem's query to DIR when
               asked. Exits 1 if anything is refuted or disagrees, 3 if Z3 is unavailable.
-          campaign [--seed S] [--runs R] [--steps N] [--minutes M] [--z3-every K] [--floor F] [--out DIR] [--replay SEED/STEPS]
-              Run the implementation against the model on random command sequences (and Z3 on the
-              model's graph every K steps, default 20); on the first divergence, shrink it, print the
-              replay string and write a scenario file. Fails when a command kind was accepted fewer
-              than F times (default 10).
+          campaign [--steps N | --time 60s] [--seed S] [--shard i/n] [--run-length L] [--workers W]
+                   [--z3-every K] [--floor F] [--no-io] [--no-faults] [--out DIR] [--replay STRING]
+              Replay the regression corpus, then run the implementation against the model on random
+              steps (commands, transactions with aborts, reads and writes checked byte by byte, host
+              faults), in runs of L steps (default 60) seeded S, S+1, ...; --shard i/n takes the runs
+              r = i mod n, so n shards together are one campaign. Z3 checks the model's graph every K
+              steps (default 100). On the first divergence: shrink it, print the one replay string,
+              write the shrunk scenario file. Fails when a step kind was accepted fewer than F times
+              (default 10). --mutant NAME plants a deliberate bug (the campaign must find it).
           replay FILE
               Run a scenario file's QMP commands on both engines and report any divergence.
           serve [--qmp stdio|unix:PATH]... [--blockdev JSON|K=V,...]... [--object ...] [--nbd-server ...]

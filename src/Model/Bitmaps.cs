@@ -63,7 +63,9 @@ public static class Bitmaps
     private static (Node? Node, int Index, QmpError? Error) Lookup(Graph g, string node, string name)
     {
         if (g.Live(node) is not { } n) return (null, -1, Results.Fail($"Node '{node}' not found"));
-        int i = n.Bitmaps.Items.FindIndex(b => b.Name == name);
+        int i = 0;
+        while (i < n.Bitmaps.Count && n.Bitmaps[i].Name != name) i++;
+        if (i == n.Bitmaps.Count) i = -1;
         return i < 0 ? (null, -1, Results.Fail($"Dirty bitmap '{name}' not found")) : (n, i, null);
     }
 }

@@ -26,7 +26,13 @@ public sealed record FileData(long Size, ImmutableSortedDictionary<long, byte> S
 public sealed record DataState(ImmutableDictionary<string, FileData> Files, ImmutableDictionary<long, ImmutableSortedSet<long>> Copied)
 {
     /// <summary>No files known, nothing copied.</summary>
-    public static readonly DataState Empty = new(ImmutableDictionary<string, FileData>.Empty, ImmutableDictionary<long, ImmutableSortedSet<long>>.Empty);
+    public static readonly DataState Empty = new(NoFiles, ImmutableDictionary<long, ImmutableSortedSet<long>>.Empty);
+
+    /// <summary>
+    /// An empty file map. Values compare by reference inside the map: setting a file's new contents must not
+    /// compare every sector with the old ones (the map itself compares by reference anyway).
+    /// </summary>
+    public static ImmutableDictionary<string, FileData> NoFiles => ImmutableDictionary.Create<string, FileData>(StringComparer.Ordinal, ReferenceEqualityComparer.Instance);
 }
 
 /// <summary>
@@ -91,10 +97,26 @@ public static class Data
             "preallocate" => Primary(g, n) is { } p2 && Predictable(s, p2),
             "blkdebug" => !n.Options.ContainsKey("inject-error") && !n.Options.ContainsKey("align") && Primary(g, n) is { } p3 && Predictable(s, p3),
             "copy-on-read" => Child(g, n, "file") is { } p4 && g.ChildEdge(p4, "backing") is null && Predictable(s, p4),
-            "copy-before-write" => Child(g, n, "file") is { } src && Child(g, n, "target") is { } tgt && Predictable(s, src) && Predictable(s, tgt)
+            // Its copies carry the source's bytes into the target: unknown bytes (null-co) would become "known" zeroes.
+            "copy-before-write" => Child(g, n, "file") is { } src && Child(g, n, "target") is { } tgt && Predictable(s, src) && Predictable(s, tgt) && ReadsKnown(g, src)
                 && Length(s, tgt) >= Length(s, src) && !n.Options.ContainsKey("on-cbw-error") && !n.Options.ContainsKey("cbw-timeout"),
             "snapshot-access" => Child(g, n, "file") is { } cbw && g.Nodes[cbw].Driver == "copy-before-write" && Predictable(s, cbw),
             _ => false,
+        };
+    }
+
+    /// <summary>True when every byte read through <paramref name="node"/> is known (null-co without read-zeroes leaves buffers as they were).</summary>
+    private static bool ReadsKnown(Graph g, string node)
+    {
+        var n = g.Nodes[node];
+        return n.Driver switch
+        {
+            "file" => true,
+            "null-co" or "null-aio" => n.Options.GetOr("read-zeroes", "false") == "true",
+            "copy-before-write" => Child(g, n, "file") is { } src && ReadsKnown(g, src),
+            "snapshot-access" => Child(g, n, "file") is { } cbw && g.Nodes[cbw] is var c
+                && Child(g, c, "file") is { } a && Child(g, c, "target") is { } b && ReadsKnown(g, a) && ReadsKnown(g, b),
+            _ => Primary(g, n) is { } p && ReadsKnown(g, p),
         };
     }
 
@@ -107,59 +129,102 @@ public static class Data
         return result;
     }
 
+    /// <summary>The errno a read of these sectors fails with (a read fault on a host file it reaches), or 0.</summary>
+    public static int ReadErrno(ModelState s, string node, long sector, int count)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        if (s.Graph.Faults.Count == 0) return 0;
+        for (int i = 0; i < count; i++)
+        {
+            var (leaf, _) = Route(s, node, sector + i);
+            if (leaf?.Driver == "file" && HostFaults.Of(s.Graph, leaf.Str("filename")!, "read") is var e and not 0) return e;
+        }
+        return 0;
+    }
+
     private static byte? ReadSector(ModelState s, string node, long sector)
     {
-        var g = s.Graph;
-        var n = g.Nodes[node];
-        switch (n.Driver)
+        var (leaf, at) = Route(s, node, sector);
+        return leaf?.Driver switch
         {
-            case "file":
-                return s.Data.Files[n.Str("filename")!].Sectors.TryGetValue(sector, out var b) ? b : (byte)0;
-            case "null-co" or "null-aio":
-                return n.Options.GetOr("read-zeroes", "false") == "true" ? (byte)0 : null;
-            case "raw":
-                return ReadSector(s, Child(g, n, "file")!, sector + RawOffset(n) / Sector);
-            case "snapshot-access":
-                var cbw = g.Nodes[Child(g, n, "file")!];
-                bool copied = s.Data.Copied.TryGetValue(cbw.Seq, out var set) && set.Contains(sector / CbwClusterSectors);
-                return ReadSector(s, Child(g, cbw, copied ? "target" : "file")!, sector);
-            case "copy-before-write":
-                return ReadSector(s, Child(g, n, "file")!, sector);
-            default:
-                return ReadSector(s, Primary(g, n)!, sector);
+            "file" => s.Data.Files[leaf.Str("filename")!].Sectors.TryGetValue(at, out var b) ? b : (byte)0,
+            _ => leaf!.Options.GetOr("read-zeroes", "false") == "true" ? (byte)0 : null, // null-co
+        };
+    }
+
+    /// <summary>Where a read of one sector of <paramref name="node"/> lands: the protocol node and its sector.</summary>
+    private static (Node? Leaf, long Sector) Route(ModelState s, string node, long sector)
+    {
+        var g = s.Graph;
+        while (true)
+        {
+            var n = g.Nodes[node];
+            switch (n.Driver)
+            {
+                case "file" or "null-co" or "null-aio":
+                    return (n, sector);
+                case "raw":
+                    (node, sector) = (Child(g, n, "file")!, sector + RawOffset(n) / Sector);
+                    break;
+                case "snapshot-access":
+                    var cbw = g.Nodes[Child(g, n, "file")!];
+                    bool copied = s.Data.Copied.TryGetValue(cbw.Seq, out var set) && set.Contains(sector / CbwClusterSectors);
+                    node = Child(g, cbw, copied ? "target" : "file")!;
+                    break;
+                case "copy-before-write":
+                    node = Child(g, n, "file")!;
+                    break;
+                default:
+                    node = Primary(g, n)!;
+                    break;
+            }
         }
     }
 
-    /// <summary>Applies a write of <paramref name="count"/> sectors filled with <paramref name="pattern"/>; errno 0 on success.</summary>
+    /// <summary>
+    /// Applies a write of <paramref name="count"/> sectors filled with <paramref name="pattern"/>; errno 0 on
+    /// success. A failed write returns the state as far as it got (copy-before-write's finished copies stay).
+    /// </summary>
     public static (ModelState State, int Errno) Write(ModelState s, string node, long sector, int count, byte pattern)
     {
         ArgumentNullException.ThrowIfNull(s);
+        var data = new byte[count];
+        Array.Fill(data, pattern);
+        return Write(s, node, sector, data);
+    }
+
+    /// <summary>Applies a write of one byte pattern per sector (<paramref name="data"/>) from <paramref name="sector"/>.</summary>
+    private static (ModelState State, int Errno) Write(ModelState s, string node, long sector, byte[] data)
+    {
+        int count = data.Length;
         var g = s.Graph;
         var n = g.Nodes[node];
         switch (n.Driver)
         {
             case "file":
                 var name = n.Str("filename")!;
+                if (HostFaults.Of(g, name, "write") is var fault and not 0) return (s, fault);
                 var f = s.Data.Files[name];
                 var sectors = f.Sectors.ToBuilder();
-                for (long i = 0; i < count; i++) sectors[sector + i] = pattern;
+                for (int i = 0; i < count; i++) sectors[sector + i] = data[i];
                 return (s with { Data = s.Data with { Files = s.Data.Files.SetItem(name, f with { Sectors = sectors.ToImmutable() }) } }, 0);
             case "null-co" or "null-aio":
                 return (s, 0);
             case "raw":
-                return Write(s, Child(g, n, "file")!, sector + RawOffset(n) / Sector, count, pattern);
+                return Write(s, Child(g, n, "file")!, sector + RawOffset(n) / Sector, data);
             case "snapshot-access":
                 return (s, ENOTSUP);
             case "copy-before-write":
-                return CopyBeforeWrite(s, n, sector, count, pattern);
+                return CopyBeforeWrite(s, n, sector, data);
             default:
-                return Write(s, Primary(g, n)!, sector, count, pattern);
+                return Write(s, Primary(g, n)!, sector, data);
         }
     }
 
     /// <summary>Each cluster the write touches is copied source → target once, before the write lands on the source.</summary>
-    private static (ModelState, int) CopyBeforeWrite(ModelState s, Node cbw, long sector, int count, byte pattern)
+    private static (ModelState, int) CopyBeforeWrite(ModelState s, Node cbw, long sector, byte[] data)
     {
+        int count = data.Length;
         var g = s.Graph;
         var source = Child(g, cbw, "file")!;
         var target = Child(g, cbw, "target")!;
@@ -169,16 +234,16 @@ public static class Data
         {
             if (copied.Contains(c)) continue;
             long first = c * CbwClusterSectors, end = Math.Min(first + CbwClusterSectors, sourceSectors);
-            for (long x = first; x < end; x++)
-            {
-                var (next, err) = Write(s, target, x, 1, ReadSector(s, source, x) ?? 0);
-                if (err != 0) return (s, err);
-                s = next;
-            }
+            // A cluster is read whole, then written whole; a fault in either fails the guest's write.
+            if (ReadErrno(s, source, first, (int)(end - first)) is var readErr and not 0) return (s, readErr);
+            var old = new byte[end - first];
+            for (long x = first; x < end; x++) old[x - first] = ReadSector(s, source, x) ?? 0;
+            var (copy, err) = Write(s, target, first, old);
+            if (err != 0) return (s, err);
             copied = copied.Add(c);
+            s = copy with { Data = copy.Data with { Copied = copy.Data.Copied.SetItem(cbw.Seq, copied) } };
         }
-        s = s with { Data = s.Data with { Copied = s.Data.Copied.SetItem(cbw.Seq, copied) } };
-        return Write(s, source, sector, count, pattern);
+        return Write(s, source, sector, data);
     }
 
     private static long RawOffset(Node n) => n.Options.TryGetValue("offset", out var o) ? long.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;

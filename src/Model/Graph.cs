@@ -40,7 +40,7 @@ public sealed record Node(string Name, string Driver, bool ReadOnly, bool Monito
     public bool ForceShare => Options.GetOr("force-share", "false") == "true";
 
     /// <summary>A string option's value, or null.</summary>
-    public string? Str(string key) => Options.TryGetValue(key, out var v) ? System.Text.Json.Nodes.JsonNode.Parse(v)!.GetValue<string>() : null;
+    public string? Str(string key) => Options.TryGetValue(key, out var v) ? JsonText.String(v) : null;
 }
 
 /// <summary>
@@ -83,6 +83,9 @@ public sealed record Graph(
     bool NbdServerRunning,
     long NextSeq)
 {
+    /// <summary>Faults armed on host files (<see cref="HostFaults"/>): the environment the graph opens files in.</summary>
+    public ValueList<HostFault> Faults { get; init; } = ValueList<HostFault>.Empty;
+
     /// <summary>The empty graph.</summary>
     public static readonly Graph Empty = new(ValueMap<Node>.Empty, ValueList<Edge>.Empty, ValueMap<Device>.Empty,
         ValueMap<Export>.Empty, ValueMap<Job>.Empty, ValueMap<QomObject>.Empty, false, 1);
@@ -99,11 +102,24 @@ public sealed record Graph(
 
     /// <summary>Edges into <paramref name="child"/>, newest attachment first (QEMU's parent list order).</summary>
     public IEnumerable<Edge> ParentsOf(string child) =>
-        Edges.Where(e => e.Child == child).OrderByDescending(e => e.AttachSeq);
+        Lists.GetValue(this, BuildLists).Parents.GetValueOrDefault(child) ?? [];
 
     /// <summary>Edges out of a parent, newest first (QEMU's children list order).</summary>
     public IEnumerable<Edge> ChildrenOf(Parent parent) =>
-        Edges.Where(e => e.Parent == parent).OrderByDescending(e => e.Id);
+        Lists.GetValue(this, BuildLists).Children.GetValueOrDefault(parent) ?? [];
+
+    /// <summary>
+    /// Every node's parent list and every parent's child list, in QEMU's orders, built once per graph value
+    /// (a graph never changes; refreshes ask for these lists over and over). Kept beside the record, like
+    /// <see cref="RefCount"/>'s counts, so equality stays what the fields say.
+    /// </summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Graph, EdgeLists> Lists = new();
+
+    private sealed record EdgeLists(Dictionary<string, Edge[]> Parents, Dictionary<Parent, Edge[]> Children);
+
+    private static EdgeLists BuildLists(Graph g) => new(
+        g.Edges.GroupBy(e => e.Child, StringComparer.Ordinal).ToDictionary(x => x.Key, x => x.OrderByDescending(e => e.AttachSeq).ToArray(), StringComparer.Ordinal),
+        g.Edges.GroupBy(e => e.Parent).ToDictionary(x => x.Key, x => x.OrderByDescending(e => e.Id).ToArray()));
 
     /// <summary>Edges out of node <paramref name="node"/>, newest first.</summary>
     public IEnumerable<Edge> ChildrenOf(string node) => ChildrenOf(new NodeParent(node));
@@ -119,9 +135,23 @@ public sealed record Graph(
     /// copy-on-read node whose <c>bottom</c> names it (cor holds a reference on its bottom).
     /// </summary>
     public int RefCount(string node) =>
-        Edges.Count(e => e.Child == node)
-        + (Nodes.TryGetValue(node, out var n) && n.MonitorOwned ? 1 : 0)
-        + Nodes.Values.Count(c => c.Driver == "copy-on-read" && c.Str("bottom") == node);
+        (Nodes.TryGetValue(node, out var n) && n.MonitorOwned ? 1 : 0) + RefCounts.GetValue(this, Count).GetValueOrDefault(node);
+
+    /// <summary>
+    /// The edge and bottom references per node, computed once per graph value: a graph never changes, and
+    /// lookups (<see cref="Live"/>) ask for counts constantly. Kept beside the record, not in it, so that
+    /// value equality stays what the fields say.
+    /// </summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Graph, Dictionary<string, int>> RefCounts = new();
+
+    private static Dictionary<string, int> Count(Graph g)
+    {
+        var d = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var e in g.Edges) d[e.Child] = d.GetValueOrDefault(e.Child) + 1;
+        foreach (var c in g.Nodes.Values)
+            if (c.Driver == "copy-on-read" && c.Str("bottom") is { } b) d[b] = d.GetValueOrDefault(b) + 1;
+        return d;
+    }
 
     /// <summary>True if <paramref name="descendant"/> is <paramref name="node"/> or lies below it.</summary>
     public bool Reaches(string node, string descendant)

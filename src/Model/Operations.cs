@@ -99,6 +99,8 @@ public static class Operations
     {
         switch (n.Driver)
         {
+            case "file":
+                return HostFaults.OpenError(g, n);
             case "throttle":
                 var group = n.Str("throttle-group")!;
                 return g.Objects.TryGetValue(group, out var o) && o.Type == "throttle-group"

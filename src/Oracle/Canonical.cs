@@ -21,21 +21,22 @@ public static class Canonical
         ArgumentNullException.ThrowIfNull(s);
         var g = s.Graph;
         var sb = new StringBuilder();
+        var ix = new Index(g);
         foreach (var n in g.Nodes.Values.OrderBy(n => n.Seq))
         {
-            // An inherits_from that points at a deleted node is no link at all (and a dangling pointer in QEMU).
-            var inherits = n.InheritsFrom is { } seq ? g.Nodes.Values.FirstOrDefault(p => p.Seq == seq)?.Name : null;
+            var (inherits, up, down) = ix.Of(n);
+            int refcnt = g.RefCount(n.Name);
             NodeLine(sb, n.Name, n.Driver, n.ReadOnly, n.MonitorOwned, n.AutoNamed, n.Options, inherits,
-                n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)), g.RefCount(n.Name));
-            EdgeLines(sb, n.Name, "parents", g.ParentsOf(n.Name).Select(e => $"{g.GraphName(e.Parent)}.{e.Name}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}"));
-            EdgeLines(sb, n.Name, "children", g.ChildrenOf(n.Name).Select(e => $"{e.Name}->{e.Child}:{Roles.Short(e.Role)}"));
+                n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)), refcnt);
+            EdgeLines(sb, n.Name, "parents", up.Select(e => $"{g.GraphName(e.Parent)}.{e.Name}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}"));
+            EdgeLines(sb, n.Name, "children", down.Select(e => $"{e.Name}->{e.Child}:{Roles.Short(e.Role)}"));
         }
         foreach (var d in g.Devices.Values.OrderBy(d => d.Seq))
             sb.AppendLine($"device {d.Id} {d.Model} share-rw={d.ShareRw} ro={d.ReadOnly} root={Root(g.RootEdge(new DeviceParent(d.Id)))}");
         foreach (var x in g.Exports.Values.OrderBy(x => x.Seq))
             sb.AppendLine($"export {x.Id} name={x.ExportName} writable={x.Writable} root={Root(g.RootEdge(new ExportParent(x.Id)))}");
         foreach (var o in g.Objects.Values.OrderBy(o => o.Id, StringComparer.Ordinal)) sb.AppendLine($"object {o.Id} {o.Type}");
-        sb.AppendLine($"nbd-server={g.NbdServerRunning} name-counter={s.NameCounter}");
+        sb.AppendLine($"nbd-server={g.NbdServerRunning}").Append(CounterLine(s.NameCounter));
         return sb.ToString();
     }
 
@@ -57,8 +58,118 @@ public static class Canonical
         foreach (var x in e.Exports)
             sb.AppendLine($"export {x.Id} name={x.ExportName} writable={x.Writable} root={Root(x.Root)}");
         foreach (var o in e.Objects) sb.AppendLine($"object {o.Id} {o.Type}");
-        sb.AppendLine($"nbd-server={e.NbdServerRunning} name-counter={e.NameCounter}");
+        sb.AppendLine($"nbd-server={e.NbdServerRunning}").Append(CounterLine(e.NameCounter));
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// True when the two states have the same canonical text, decided field by field without building it
+    /// (campaigns ask after every step; the texts are built only to show a difference, and at samples).
+    /// Property-checked against the text comparison (<c>CanonicalTests</c>).
+    /// </summary>
+    public static bool Same(ModelState s, BlockEngine e)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        ArgumentNullException.ThrowIfNull(e);
+        var g = s.Graph;
+        if (s.NameCounter != e.NameCounter || g.NbdServerRunning != e.NbdServerRunning) return false;
+        var implNodes = e.Nodes;
+        if (implNodes.Count != g.Nodes.Count) return false;
+        var ix = new Index(g);
+        int i = 0;
+        foreach (var m in g.Nodes.Values.OrderBy(n => n.Seq))
+        {
+            var n = implNodes[i++];
+            if (m.Name != n.Name || m.Driver != n.DriverName || m.ReadOnly != n.ReadOnly || m.MonitorOwned != n.MonitorOwned
+                || m.AutoNamed != n.AutoNamed || g.RefCount(m.Name) != n.RefCount || !m.Options.Equals(n.Options)) return false;
+            var (inherits, up, down) = ix.Of(m);
+            var implInherits = n.InheritsFrom is { Deleted: false } p && e.FindNode(p.Name) == p ? p.Name : null;
+            if (inherits != implInherits) return false;
+            if (!m.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent))
+                    .SequenceEqual(n.Bitmaps.Select(b => (b.Name, b.Granularity, b.Enabled, b.Persistent)))) return false;
+            int k = 0;
+            foreach (var c in n.Parents)
+            {
+                if (k >= up.Count) return false;
+                var me = up[k++];
+                if (me.Name != c.Name || me.Perm != c.Perm || me.Shared != c.Shared || g.GraphName(me.Parent) != c.Parent.GraphName) return false;
+            }
+            if (k != up.Count) return false;
+            k = 0;
+            foreach (var c in n.Children)
+            {
+                if (k >= down.Count) return false;
+                var me = down[k++];
+                if (me.Name != c.Name || me.Child != c.Node.Name || me.Role != c.Role) return false;
+            }
+            if (k != down.Count) return false;
+        }
+        var devices = e.Devices;
+        if (devices.Count != g.Devices.Count) return false;
+        i = 0;
+        foreach (var d in g.Devices.Values.OrderBy(d => d.Seq))
+        {
+            var x = devices[i++];
+            if (d.Id != x.Id || d.Model != x.Model || d.ShareRw != x.ShareRw || d.ReadOnly != x.ReadOnly
+                || !SameRoot(g.RootEdge(new DeviceParent(d.Id)), x.Root)) return false;
+        }
+        var exports = e.Exports;
+        if (exports.Count != g.Exports.Count) return false;
+        i = 0;
+        foreach (var x in g.Exports.Values.OrderBy(x => x.Seq))
+        {
+            var y = exports[i++];
+            if (x.Id != y.Id || x.ExportName != y.ExportName || x.Writable != y.Writable || !SameRoot(g.RootEdge(new ExportParent(x.Id)), y.Root)) return false;
+        }
+        var objects = e.Objects;
+        if (objects.Count != g.Objects.Count) return false;
+        i = 0;
+        foreach (var o in g.Objects.Values.OrderBy(o => o.Id, StringComparer.Ordinal))
+        {
+            var y = objects[i++];
+            if (o.Id != y.Id || o.Type != y.Type) return false;
+        }
+        return true;
+    }
+
+    private static bool SameRoot(Edge? m, ImplGraph.BdrvChild? i) =>
+        m is null ? i is null : i is not null && m.Child == i.Node.Name && m.Perm == i.Perm && m.Shared == i.Shared;
+
+    /// <summary>One pass over a model graph's nodes and edges, indexing what each node's lines need (the graph's own lookups scan).</summary>
+    private sealed class Index
+    {
+        private readonly Dictionary<long, string> bySeq = [];
+        private readonly Dictionary<string, List<Edge>> parents = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, List<Edge>> children = new(StringComparer.Ordinal);
+
+        public Index(Graph g)
+        {
+            foreach (var n in g.Nodes.Values) bySeq[n.Seq] = n.Name;
+            foreach (var e in g.Edges)
+            {
+                Bucket(parents, e.Child).Add(e);
+                if (e.Parent is NodeParent np) Bucket(children, np.Node).Add(e);
+            }
+        }
+
+        /// <summary>
+        /// A node's inherits_from (by name; one that points at a deleted node is no link at all, a dangling
+        /// pointer in QEMU), its parent edges newest attachment first and its children newest first.
+        /// </summary>
+        public (string? Inherits, List<Edge> Parents, List<Edge> Children) Of(Node n)
+        {
+            var up = parents.GetValueOrDefault(n.Name) ?? [];
+            var down = children.GetValueOrDefault(n.Name) ?? [];
+            up.Sort((a, b) => b.AttachSeq.CompareTo(a.AttachSeq));
+            down.Sort((a, b) => b.Id.CompareTo(a.Id));
+            return (n.InheritsFrom is { } seq ? bySeq.GetValueOrDefault(seq) : null, up, down);
+        }
+
+        private static List<Edge> Bucket(Dictionary<string, List<Edge>> d, string key)
+        {
+            if (!d.TryGetValue(key, out var l)) d[key] = l = [];
+            return l;
+        }
     }
 
     private static string Root(Edge? e) => e is null ? "-" : $"{e.Child}:{Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}";
@@ -74,6 +185,17 @@ public static class Canonical
 
     private static void EdgeLines(StringBuilder sb, string node, string kind, IEnumerable<string> items) =>
         sb.AppendLine($"  {kind} {node}: [{string.Join(", ", items)}]");
+
+    /// <summary>The name-counter line that ends every canonical text.</summary>
+    public static string CounterLine(long counter) => $"name-counter={counter}" + Environment.NewLine;
+
+    /// <summary>The text without its name-counter line (which a failed command may advance: QEMU never rolls it back).</summary>
+    public static string WithoutCounter(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        int i = text.LastIndexOf("name-counter=", StringComparison.Ordinal);
+        return i < 0 ? text : text[..i];
+    }
 
     /// <summary>A readable diff of two canonical texts (lines only in one side), empty when equal.</summary>
     public static string Diff(string model, string impl)

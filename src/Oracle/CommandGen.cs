@@ -8,16 +8,28 @@ namespace Verified.Oracle;
 /// Random QMP commands for a model state, drawn from a choice stream so that a property library can
 /// shrink the stream and with it the commands. Names mostly come from what exists (so most commands
 /// are valid), with a deliberate share of unknown names, duplicates, cycles, conflicts and read-only
-/// violations.
+/// violations. With <c>faults</c>, host-storage faults are armed and cleared too, including on purpose
+/// just before a transaction whose k-th action opens the failing file.
 /// </summary>
 /// <remarks>
 /// The model assumes every file a command names exists; the implementation opens real files. So the
 /// generator names only the files of <paramref name="files"/>, which a campaign creates beforehand.
 /// </remarks>
-public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files = null, bool io = false)
+public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files = null, bool io = false, bool faults = false)
 {
+    /// <summary>Commands a multi-step pattern has queued (a fault, then its transaction, then the clear).</summary>
+    private readonly Queue<Command> pending = new();
+
+    /// <summary>errnos faults inject: EIO, and ENOSPC (a full disk).</summary>
+    private static readonly int[] FaultErrnos = [5, 28];
+
     /// <summary>Pools of names: small, so that duplicates and reuse happen often.</summary>
-    private static readonly string[] NodeNames = ["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7"];
+    private static readonly string[] NodeNames = ["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9", "n10", "n11"];
+
+    private static readonly string[] ExportIds = ["e0", "e1", "e2"];
+
+    /// <summary>The hot spot I/O favours: the first two copy-before-write clusters (128 KiB).</summary>
+    private const int HotSectors = 256;
 
     /// <summary>File names used when no pool is given (fine for the model alone).</summary>
     public static readonly IReadOnlyList<string> DefaultFiles = ["a.img", "b.img", "c.img"];
@@ -43,8 +55,17 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
     public Command Next(ModelState s)
     {
         ArgumentNullException.ThrowIfNull(s);
+        while (pending.Count > 0)
+        {
+            // A queued read or write stays only if its stack still is one the model predicts.
+            var queued = pending.Dequeue();
+            if (queued is not IoStep q || Roots(s).Any(r => r.Id == q.Root)) return queued;
+        }
+        if (faults && Chance(20)) return Fault(s);
         if (io && Chance(4) && Io(s) is { } step) return step;
         if (Chance(10) && FilterSwap(s) is { } swap) return swap;
+        if (io && Chance(25) && Fleecing(s) is { } fleece) return fleece;
+        if (Chance(10) && ShapeStep(s) is { } shaped) return shaped; // QEMU's graph-mod shapes: CommandGen.Shapes.cs
         return P(20) switch
         {
             < 6 => Add(s),
@@ -59,6 +80,30 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
             16 => Bitmap(s),
             _ => Transaction(s),
         };
+    }
+
+    /// <summary>
+    /// A host-storage fault: clear them all (most often when some are armed), arm one at random, or the
+    /// pattern "fail at step k": arm an open fault on a file, then run a transaction whose k-th action opens
+    /// that file (the others random), then clear.
+    /// </summary>
+    private FaultStep Fault(ModelState s)
+    {
+        if (s.Graph.Faults.Count > 0 && !Chance(3)) return FaultStep.Clear;
+        var file = One(files);
+        int errno = One(FaultErrnos);
+        if (Chance(2)) return new FaultStep(One(HostFaults.Ops), file, errno);
+        var actions = new List<Command>();
+        int n = 1 + P(TransactionActionsMax), k = P(n);
+        for (int i = 0; i < n; i++)
+        {
+            actions.Add(i == k
+                ? new BlockdevAdd(new BlockdevOptions("file", FreshName(s), ValueMap<string>.Empty.SetItem("filename", JsonSerializer.Serialize(file)), ValueList<ChildOption>.Empty))
+                : GraphAction(s));
+        }
+        pending.Enqueue(new Vocabulary.Transaction(ValueList<Command>.From(actions), "individual"));
+        pending.Enqueue(FaultStep.Clear);
+        return new FaultStep("open", file, errno);
     }
 
     /// <summary>Throttle limits: none, a valid set, or one that breaks a rule.</summary>
@@ -84,17 +129,25 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
     /// </summary>
     private IoStep? Io(ModelState s)
     {
-        var g = s.Graph;
-        var roots = g.Devices.Values.Where(d => d.IsBlock).Select(d => (d.Id, Edge: g.RootEdge(new DeviceParent(d.Id))))
-            .Concat(g.Exports.Values.Select(x => (x.Id, Edge: g.RootEdge(new ExportParent(x.Id)))))
-            .Where(r => r.Edge is not null && Data.Predictable(s, r.Edge.Child) && Data.Length(s, r.Edge.Child) is > 0)
-            .ToList();
+        var roots = Roots(s);
         if (roots.Count == 0) return null;
         var (id, edge) = One(roots);
         long sectors = Data.Length(s, edge!.Child)!.Value / Data.Sector;
         int count = 1 + P(16);
-        long sector = Chance(20) ? sectors - count + 1 + P(2) : P((int)Math.Min(int.MaxValue, Math.Max(1, sectors - count + 1)));
+        // Half the requests fall in a hot spot, so that reads meet earlier writes (and copies) often.
+        long sector = Chance(20) ? sectors - count + 1 + P(2)
+            : P((int)Math.Min(Chance(2) ? HotSectors : int.MaxValue, Math.Max(1, sectors - count + 1)));
         return new IoStep(id, !Chance(2), Math.Max(0, sector) * Data.Sector, count * Data.Sector, (byte)(1 + P(255)));
+    }
+
+    /// <summary>Devices and exports whose stack the model predicts, with their root edges.</summary>
+    private static List<(string Id, Edge Edge)> Roots(ModelState s)
+    {
+        var g = s.Graph;
+        return [.. g.Devices.Values.Where(d => d.IsBlock).Select(d => (d.Id, Edge: g.RootEdge(new DeviceParent(d.Id))))
+            .Concat(g.Exports.Values.Select(x => (x.Id, Edge: g.RootEdge(new ExportParent(x.Id)))))
+            .Where(r => r.Edge is not null && Data.Predictable(s, r.Edge.Child) && Data.Length(s, r.Edge.Child) is > 0)
+            .Select(r => (r.Id, r.Edge!))];
     }
 
     /// <summary>
@@ -130,6 +183,40 @@ public sealed class CommandGen(Func<int, int> pick, IReadOnlyList<string>? files
         }
         var add = new BlockdevAdd(new BlockdevOptions(driver, name, scalars, ValueList<ChildOption>.From(children)));
         return new Vocabulary.Transaction(ValueList<Command>.From([add, new BlockdevReplace(parent, name)]), "individual");
+    }
+
+    /// <summary>
+    /// Fleecing, the series' way: under a device or export whose data the model predicts, one transaction
+    /// adds a copy-before-write filter with a new target file node and moves the parent onto it; then a
+    /// snapshot-access node on the filter is exported (starting the NBD server if needed), so that later
+    /// reads of the export must show the point-in-time view while writes go on. Queued as several steps.
+    /// </summary>
+    private Vocabulary.Transaction? Fleecing(ModelState s)
+    {
+        var g = s.Graph;
+        var roots = g.Devices.Values.Where(d => d.IsBlock).Select(d => (Parent: (ReplaceParent)new ReplaceQdevParent(d.Id), Edge: g.RootEdge(new DeviceParent(d.Id))))
+            .Concat(g.Exports.Values.Select(x => (Parent: (ReplaceParent)new ReplaceExportParent(x.Id), Edge: g.RootEdge(new ExportParent(x.Id)))))
+            .Where(r => r.Edge is not null && Data.Predictable(s, r.Edge.Child)).ToList();
+        var freeExports = ExportIds.Where(e => !g.Exports.ContainsKey(e)).ToList();
+        var names = NodeNames.Where(n => g.Find(n) is null).ToList();
+        if (roots.Count == 0 || freeExports.Count == 0 || names.Count < 3) return null;
+        var (parent, edge) = One(roots);
+        string target = names[0], cbw = names[1], snap = names[2];
+        var file = ValueMap<string>.Empty.SetItem("filename", JsonSerializer.Serialize(One(files)));
+        var addTarget = new BlockdevAdd(new BlockdevOptions("file", target, file, ValueList<ChildOption>.Empty));
+        var addCbw = new BlockdevAdd(new BlockdevOptions("copy-before-write", cbw, ValueMap<string>.Empty,
+            ValueList<ChildOption>.From([new("file", new BlockdevRefName(edge!.Child)), new("target", new BlockdevRefName(target))])));
+        if (!g.NbdServerRunning) pending.Enqueue(new NbdServerStart("{\"type\":\"unix\",\"data\":{\"path\":\"/tmp/nbd.sock\"}}"));
+        pending.Enqueue(new BlockdevAdd(new BlockdevOptions("snapshot-access", snap, ValueMap<string>.Empty, ValueList<ChildOption>.From([new("file", new BlockdevRefName(cbw))]))));
+        var id = One(freeExports);
+        pending.Enqueue(new BlockExportAdd(id, snap, id, false, null, ValueList<string>.Empty, false));
+        // The point-in-time check: the live parent writes, the view is read at the same place.
+        var writer = parent switch { ReplaceQdevParent q => q.QdevId, ReplaceExportParent x => x.ExportId, _ => null };
+        long at = P(HotSectors) * (long)Data.Sector;
+        int len = (1 + P(16)) * Data.Sector;
+        if (writer is not null) pending.Enqueue(new IoStep(writer, true, at, len, (byte)(1 + P(255))));
+        pending.Enqueue(new IoStep(id, false, at, len, 0));
+        return new Vocabulary.Transaction(ValueList<Command>.From([addTarget, addCbw, new BlockdevReplace(parent, cbw)]), "individual");
     }
 
     /// <summary>A transaction of graph and classic actions, sometimes ending in abort.</summary>

@@ -44,9 +44,13 @@ public sealed record IoStep(string Root, bool IsWrite, long Offset, int Length, 
         if (Offset < 0 || Length < 0 || length is null || Offset > length - Length) return (s, Data.EINVAL, null);
         long sector = Offset / Data.Sector;
         int count = Length / Data.Sector;
-        if (!IsWrite) return (s, 0, Data.Read(s, root.Child, sector, count));
+        if (!IsWrite)
+        {
+            int readErr = Data.ReadErrno(s, root.Child, sector, count);
+            return (s, readErr, readErr == 0 ? Data.Read(s, root.Child, sector, count) : null);
+        }
         var (next, err) = Data.Write(s, root.Child, sector, count, Pattern);
-        return (err == 0 ? next : s, err, null);
+        return (next, err, null);
     }
 
     /// <summary>Runs the step on the implementation: the errno (0 for success) and, for reads, the bytes.</summary>

@@ -1,6 +1,6 @@
 using System.Collections.Immutable;
-using System.Text.Json.Nodes;
 using Verified.Impl.Engine;
+using Verified.Impl.IO;
 using Verified.Model;
 using Verified.Vocabulary;
 
@@ -8,67 +8,147 @@ namespace Verified.Oracle;
 
 /// <summary>
 /// Runs the same commands on the model and the implementation and reports the first divergence:
-/// replies (ok or error, class, exact text, and query results byte for byte) and states (the canonical
-/// abstraction). The model is the judge.
+/// replies (ok or error, class, exact text), states (the canonical abstraction), the model's
+/// invariants, that a refused command changed neither state, query answers byte for byte, and data.
+/// The model is the judge.
 /// </summary>
 public sealed class Judge : IDisposable
 {
     /// <summary>Size of each image file of the pool.</summary>
     public const int PoolFileSize = 1 << 20;
 
-    private readonly string dir;
+    /// <summary>
+    /// The canonical states, the replies and the data are compared after every step. Query answers (a
+    /// projection of the state) and the model's invariants (a check of the model itself) are costlier; a
+    /// campaign checks them every this many steps, and a replay (which is what shrinking runs) after every
+    /// step, so whatever a campaign finds this way shrinks like anything else.
+    /// </summary>
+    public const int SampleEvery = 32;
 
-    /// <summary>Creates a judge with a fresh folder of image files for commands to name.</summary>
-    public Judge()
+    private static readonly string[] Queries = ["x-debug-query-block-graph", "query-named-block-nodes", "query-block-exports"];
+
+    private readonly string dir;
+    private string modelText, implText;
+    private int steps;
+    private readonly bool thorough;
+    private readonly int sampleAt;
+
+    /// <summary>
+    /// Creates a judge with a fresh folder of pool files. Commands name them relatively (<c>a.img</c>), and
+    /// the implementation resolves names against the folder, so a command log means the same on any judge.
+    /// </summary>
+    /// <param name="mutation">A deliberate bug planted in the implementation (tests of the campaign's teeth); none by default.</param>
+    /// <param name="thorough">Check queries and invariants after every step (replays) rather than every <see cref="SampleEvery"/> steps.</param>
+    /// <param name="sampleAt">Which step modulo <see cref="SampleEvery"/> is sampled (campaigns vary it by seed, so samples fall everywhere in runs).</param>
+    public Judge(EngineMutation mutation = EngineMutation.None, bool thorough = true, int sampleAt = 0)
     {
+        this.thorough = thorough;
+        this.sampleAt = ((sampleAt % SampleEvery) + SampleEvery) % SampleEvery;
         dir = Directory.CreateTempSubdirectory("verified-judge-").FullName;
-        Files = [.. CommandGen.DefaultFiles.Select(f => Path.Combine(dir, f))];
         foreach (var f in Files)
         {
-            using var s = File.Create(f);
+            using var s = File.Create(Path.Combine(dir, f));
             s.SetLength(PoolFileSize);
         }
+        Impl = new BlockEngine(new EngineServices { Storage = new HostStorage { BaseDirectory = dir }, Mutation = mutation });
         Model = ModelState.Initial with
         {
-            Data = DataState.Empty with { Files = Files.ToImmutableDictionary(f => f, _ => FileData.Zeroed(PoolFileSize), StringComparer.Ordinal) },
+            Data = DataState.Empty with { Files = DataState.NoFiles.AddRange(Files.Select(f => KeyValuePair.Create(f, FileData.Zeroed(PoolFileSize)))) },
         };
+        modelText = Canonical.Of(Model);
+        implText = Canonical.Of(Impl);
     }
 
-    /// <summary>The image files that exist for this judge (absolute paths).</summary>
-    public IReadOnlyList<string> Files { get; }
+    /// <summary>The pool's image files, as commands name them (relative to the judge's folder).</summary>
+    public IReadOnlyList<string> Files { get; } = CommandGen.DefaultFiles;
+
+    /// <summary>The host path of pool file <paramref name="name"/>.</summary>
+    public string PathOf(string name) => Path.Combine(dir, name);
 
     /// <summary>The model's state; it knows the pool files as zero-filled.</summary>
     public ModelState Model { get; private set; }
 
     /// <summary>The implementation.</summary>
-    public BlockEngine Impl { get; } = new();
+    public BlockEngine Impl { get; }
 
     /// <summary>The model's reply to the last step.</summary>
     public Reply? LastReply { get; private set; }
 
-    /// <summary>Applies one command to both; returns a description of the divergence, or null when they agree.</summary>
+    /// <summary>
+    /// Applies one command to both; returns a description of the divergence, or null when they agree. An
+    /// exception from either engine is a divergence too (the engines answer every command with a reply).
+    /// </summary>
     public string? Step(Command c)
     {
         ArgumentNullException.ThrowIfNull(c);
-        if (c is IoStep io)
+        steps++;
+        try
         {
-            var predicted = io.Predict(Model);
-            Model = predicted.State;
-            LastReply = predicted.Errno == 0 ? Reply.Ok() : new Reply(null, QmpError.Generic($"errno {predicted.Errno}"));
-            return io.Compare((predicted.Errno, predicted.Data), io.Run(Impl));
+            return StepChecked(c);
         }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return $"{c.Name} threw {e.GetType().Name}: {e.Message}\n{e.StackTrace}";
+        }
+    }
+
+    private string? StepChecked(Command c)
+    {
+        switch (c)
+        {
+            case IoStep io:
+                var predicted = io.Predict(Model);
+                Model = predicted.State;
+                LastReply = predicted.Errno == 0 ? Reply.Ok() : new Reply(null, QmpError.Generic($"errno {predicted.Errno}"));
+                return io.Compare((predicted.Errno, predicted.Data), io.Run(Impl));
+            case FaultStep f:
+                Model = f.Apply(Model);
+                f.Run(Impl);
+                LastReply = Reply.Ok();
+                return null;
+        }
+        var before = Model;
         var (next, modelReply) = Machine.Apply(Model, c);
         Model = next;
         var implReply = Impl.Execute(c);
         LastReply = modelReply;
         var replyDiff = CompareReplies(modelReply, implReply);
         if (replyDiff is not null && KnownDivergences.Find(c, modelReply, implReply) is null) return replyDiff;
-        var stateDiff = Canonical.Diff(Canonical.Of(Model), Canonical.Of(Impl));
-        if (stateDiff.Length > 0) return "states differ after " + c.Name + ":\n" + stateDiff;
-        foreach (var q in new[] { "x-debug-query-block-graph", "query-named-block-nodes", "query-block-exports" })
+
+        bool graphSame = ReferenceEquals(next.Graph, before.Graph);
+        bool sample = !thorough && steps % SampleEvery == sampleAt;
+        if (!thorough && !sample)
         {
-            var d = CompareReplies(Machine.Apply(Model, new Query(q)).Reply, Impl.Execute(new Query(q)));
-            if (d is not null) return $"{q} differs after {c.Name}: {d}";
+            // The fast path: states compared field by field. A refused command must leave the model's graph
+            // as it was; the implementation then is as it was too (it equalled the model before and does now).
+            if (!Canonical.Same(next, Impl)) return "states differ after " + c.Name + ":\n" + Canonical.Diff(Canonical.Of(next), Canonical.Of(Impl));
+            if (!modelReply.IsOk && !graphSame && !next.Graph.Equals(before.Graph)) return $"the model's graph changed although {c.Name} failed";
+            modelText = implText = "";
+            return null;
+        }
+        // A refused command keeps the model's graph object (only the name counter may move): reuse its text.
+        string newModel = graphSame && modelText.Length > 0 ? Canonical.WithoutCounter(modelText) + Canonical.CounterLine(next.NameCounter) : Canonical.Of(next);
+        string newImpl = Canonical.Of(Impl);
+        var stateDiff = Canonical.Diff(newModel, newImpl);
+        if (stateDiff.Length > 0) return "states differ after " + c.Name + ":\n" + stateDiff;
+        if (!modelReply.IsOk)
+        {
+            // A refused command (a failed or aborted transaction included) must leave both graphs as they were.
+            if (!graphSame && !next.Graph.Equals(before.Graph)) return $"the model's graph changed although {c.Name} failed";
+            if (implText.Length > 0 && Canonical.WithoutCounter(newImpl) != Canonical.WithoutCounter(implText))
+                return $"the implementation's state changed although {c.Name} failed:\n" + Canonical.Diff(implText, newImpl);
+        }
+        bool changed = newModel != modelText;
+        (modelText, implText) = (newModel, newImpl);
+        if (thorough && !changed) return null;
+        if (Invariants.Check(next.Graph) is { Count: > 0 } broken)
+            return $"the model broke its invariants after {c.Name}: {string.Join("; ", broken)}";
+        {
+            foreach (var q in Queries)
+            {
+                var d = CompareReplies(Machine.Apply(Model, new Query(q)).Reply, Impl.Execute(new Query(q)));
+                if (d is not null) return $"{q} differs after {c.Name}: {d}";
+            }
         }
         return null;
     }

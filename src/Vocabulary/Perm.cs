@@ -72,7 +72,12 @@ public static class Perms
     }
 
     /// <summary>Compact form for diagnostics and test tables, e.g. <c>CR|W|RS</c>; <c>-</c> for none.</summary>
-    public static string Short(Perm p)
+    public static string Short(Perm p) => (int)p is >= 0 and < 16 ? ShortNames[(int)p] : ShortOf(p);
+
+    /// <summary>Every combination's short name, computed once (canonical states print thousands per second).</summary>
+    private static readonly string[] ShortNames = [.. Enumerable.Range(0, 16).Select(i => ShortOf((Perm)i))];
+
+    private static string ShortOf(Perm p)
     {
         if (p == Perm.None) return "-";
         var parts = new List<string>(BitCount);

@@ -36,7 +36,12 @@ public static class Roles
     }
 
     /// <summary>Compact form, e.g. <c>DATA|PRIMARY</c>.</summary>
-    public static string Short(Role r)
+    public static string Short(Role r) => (int)r is >= 0 and < 32 ? ShortNames[(int)r] : ShortOf(r);
+
+    /// <summary>Every combination's short name, computed once.</summary>
+    private static readonly string[] ShortNames = [.. Enumerable.Range(0, 32).Select(i => ShortOf((Role)i))];
+
+    private static string ShortOf(Role r)
     {
         var parts = new List<string>(5);
         if ((r & Role.Data) != 0) parts.Add("DATA");

@@ -1,33 +1,40 @@
 using System.Collections;
 using System.Collections.Immutable;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace Verified.Vocabulary;
 
 /// <summary>
 /// An immutable list with structural equality, so records holding it compare by value
-/// (an <see cref="ImmutableList{T}"/> compares by reference). Equality costs O(n).
+/// (an immutable collection compares by reference). Backed by an array: the model's lists are short
+/// and read far more often than changed, so copying on change beats a tree. Equality costs O(n).
 /// </summary>
+[CollectionBuilder(typeof(ValueList), nameof(ValueList.Create))]
 public sealed class ValueList<T> : IReadOnlyList<T>, IEquatable<ValueList<T>>
 {
     /// <summary>The empty list.</summary>
-    public static readonly ValueList<T> Empty = new(ImmutableList<T>.Empty);
+    public static readonly ValueList<T> Empty = new(ImmutableArray<T>.Empty);
 
-    private readonly ImmutableList<T> items;
+    private readonly ImmutableArray<T> items;
+
+    /// <summary>Wraps an immutable array.</summary>
+    public ValueList(ImmutableArray<T> items) => this.items = items.IsDefault ? throw new ArgumentNullException(nameof(items)) : items;
 
     /// <summary>Wraps an immutable list.</summary>
-    public ValueList(ImmutableList<T> items) => this.items = items ?? throw new ArgumentNullException(nameof(items));
+    public ValueList(ImmutableList<T> items) : this((items ?? throw new ArgumentNullException(nameof(items))).ToImmutableArray()) { }
 
     /// <summary>Builds a list from a sequence.</summary>
-    public static ValueList<T> From(IEnumerable<T> items) => new(ImmutableList.CreateRange(items));
+    public static ValueList<T> From(IEnumerable<T> items) => new(items.ToImmutableArray());
 
-    /// <summary>The underlying immutable list.</summary>
-    public ImmutableList<T> Items => items;
+    /// <summary>The underlying immutable array.</summary>
+    public ImmutableArray<T> Items => items;
 
     /// <inheritdoc/>
     public T this[int index] => items[index];
 
     /// <inheritdoc/>
-    public int Count => items.Count;
+    public int Count => items.Length;
 
     /// <summary>A copy with <paramref name="item"/> appended.</summary>
     public ValueList<T> Add(T item) => new(items.Add(item));
@@ -41,13 +48,16 @@ public sealed class ValueList<T> : IReadOnlyList<T>, IEquatable<ValueList<T>>
     /// <summary>A copy with element <paramref name="index"/> replaced.</summary>
     public ValueList<T> SetItem(int index, T item) => new(items.SetItem(index, item));
 
-    /// <inheritdoc/>
-    public IEnumerator<T> GetEnumerator() => items.GetEnumerator();
+    /// <summary>The array's own enumerator: foreach over a ValueList allocates nothing.</summary>
+    public ImmutableArray<T>.Enumerator GetEnumerator() => items.GetEnumerator();
 
-    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+    // Through the interface (LINQ), the bare array's enumerator: one small allocation, none when empty.
+    IEnumerator<T> IEnumerable<T>.GetEnumerator() => ((IEnumerable<T>)ImmutableCollectionsMarshal.AsArray(items)!).GetEnumerator();
+
+    IEnumerator IEnumerable.GetEnumerator() => ImmutableCollectionsMarshal.AsArray(items)!.GetEnumerator();
 
     /// <inheritdoc/>
-    public bool Equals(ValueList<T>? other) => other is not null && (ReferenceEquals(items, other.items) || items.SequenceEqual(other.items));
+    public bool Equals(ValueList<T>? other) => other is not null && (items == other.items || items.AsSpan().SequenceEqual(other.items.AsSpan()));
 
     /// <inheritdoc/>
     public override bool Equals(object? obj) => Equals(obj as ValueList<T>);
@@ -64,6 +74,13 @@ public sealed class ValueList<T> : IReadOnlyList<T>, IEquatable<ValueList<T>>
     public override string ToString() => "[" + string.Join(", ", items) + "]";
 }
 
+/// <summary>Builds <see cref="ValueList{T}"/> values from collection expressions.</summary>
+public static class ValueList
+{
+    /// <summary>A list of <paramref name="items"/>.</summary>
+    public static ValueList<T> Create<T>(ReadOnlySpan<T> items) => new(ImmutableArray.Create(items));
+}
+
 /// <summary>
 /// An immutable, ordinally sorted map with structural equality (see <see cref="ValueList{T}"/> for why).
 /// </summary>
@@ -73,6 +90,7 @@ public sealed class ValueMap<TValue> : IReadOnlyDictionary<string, TValue>, IEqu
     public static readonly ValueMap<TValue> Empty = new(ImmutableSortedDictionary.Create<string, TValue>(StringComparer.Ordinal));
 
     private readonly ImmutableSortedDictionary<string, TValue> map;
+    private string? text;
 
     private ValueMap(ImmutableSortedDictionary<string, TValue> map) => this.map = map;
 
@@ -127,5 +145,5 @@ public sealed class ValueMap<TValue> : IReadOnlyDictionary<string, TValue>, IEqu
     }
 
     /// <inheritdoc/>
-    public override string ToString() => "{" + string.Join(", ", map.Select(kv => $"{kv.Key}: {kv.Value}")) + "}";
+    public override string ToString() => text ??= "{" + string.Join(", ", map.Select(kv => $"{kv.Key}: {kv.Value}")) + "}";
 }

@@ -115,4 +115,21 @@ public class DataJudgeTests
         var (_, werr, _) = new IoStep("e0", true, 0, 512, 1).Predict(j.Model);
         Assert.Equal(1, werr); // a read-only export has no write permission: EPERM
     }
+
+    [Fact]
+    public void Copies_of_unknown_bytes_stay_unknown()
+    {
+        // Found by campaign 356/60: copy-before-write over null-co (no read-zeroes) copied "zeroes" into
+        // the target in the model, while QEMU's null-co leaves the copy buffer as it was.
+        using var j = new Judge();
+        Steps(j,
+            Qmp("""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"src","size":1048576}}""", ""),
+            Qmp("""{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"tgt","filename":"FILE"}}""", j.Files[1]),
+            Qmp("""{"execute":"blockdev-add","arguments":{"driver":"copy-before-write","node-name":"cbw","file":"src","target":"tgt"}}""", ""),
+            Qmp("""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"zero","size":1048576,"read-zeroes":true}}""", ""),
+            Qmp("""{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"tgt2","filename":"FILE"}}""", j.Files[2]),
+            Qmp("""{"execute":"blockdev-add","arguments":{"driver":"copy-before-write","node-name":"cbw2","file":"zero","target":"tgt2"}}""", ""));
+        Assert.False(Verified.Model.Data.Predictable(j.Model, "cbw"));
+        Assert.True(Verified.Model.Data.Predictable(j.Model, "cbw2"));
+    }
 }

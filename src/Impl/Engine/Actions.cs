@@ -15,11 +15,11 @@ public sealed partial class BlockEngine
     /// </summary>
     private QmpError? RunTransaction(IReadOnlyList<Command> actions, bool refreshEveryAction, bool grouped = false)
     {
-        var tran = new UndoLog();
+        var tran = new UndoLog(Services.Mutation);
         var refresh = new List<BlockNode>();
         foreach (var action in actions)
         {
-            if (refresh.Count > 0 && (refreshEveryAction || !IsGraphAction(action)))
+            if (refresh.Count > 0 && (refreshEveryAction || !IsGraphAction(action) || Services.Mutation == EngineMutation.RefreshEveryAction))
             {
                 var rerr = RefreshQueued(tran, refresh);
                 if (rerr is not null) { tran.Abort(); return rerr; }
@@ -158,7 +158,7 @@ public sealed partial class BlockEngine
             // Created before the transaction may fail, and left behind if it does, as QEMU 7.2 leaves it.
             try
             {
-                Formats.Qcow2Image.Create(s.SnapshotFile, top.Length, BackingName(top), top.DriverName);
+                Formats.Qcow2Image.Create(Services.Storage.Resolve(s.SnapshotFile), top.Length, BackingName(top), top.DriverName);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {

@@ -33,6 +33,8 @@ public sealed partial class BlockEngine : IDisposable
         Services = new EngineServices
         {
             Clock = s.Clock,
+            Storage = s.Storage,
+            Mutation = s.Mutation,
             ThrottleGroups = id => objects.TryGetValue(id, out var o) ? o.Group : null,
         };
     }

@@ -44,7 +44,7 @@ public sealed partial class BlockEngine
             if (name.Length > Names.NodeNameLengthMax) return (null, QmpError.Generic("Node name too long"));
         }
         var driver = DriverRegistry.Create(o.Driver);
-        var node = new BlockNode(name, o.Driver, driver, readOnly, o.NodeName is null, o.Scalars, NextSeq());
+        var node = new BlockNode(name, o.Driver, driver, readOnly, o.NodeName is null, o.Scalars, NextSeq()) { Mutation = Services.Mutation };
         driver.Node = node;
         nodes.Add(name, node);
         tran.Add(abort: () => { nodes.Remove(name); node.Deleted = true; });
@@ -227,7 +227,7 @@ public sealed partial class BlockEngine
             parent.ChildList.Remove(edge);
             UnsetInheritsFrom(null, parent, child);
         }
-        var tran = new UndoLog();
+        var tran = new UndoLog(Services.Mutation);
         if (Rules.Refresher.Refresh([child], tran) is null) tran.Commit();
         else tran.Abort();
         child.RefCount--;
@@ -237,7 +237,7 @@ public sealed partial class BlockEngine
     /// <summary>Attaches a root parent's edge and refreshes the node's subtree, all or nothing.</summary>
     private QmpError? AttachRoot(RootParent parent, BlockNode node)
     {
-        var tran = new UndoLog();
+        var tran = new UndoLog(Services.Mutation);
         AttachRootEdge(tran, parent, node, parent.Wants.Perm, parent.Wants.Shared);
         var err = Rules.Refresher.Refresh([node], tran);
         if (err is null) tran.Commit();

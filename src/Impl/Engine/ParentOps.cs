@@ -50,7 +50,7 @@ public sealed partial class BlockEngine
         if (!nodes.TryGetValue(target, out var to)) return QmpError.Generic($"Cannot find device='' nor node-name='{target}'");
         var edge = dev.Root!;
         if (edge.Node == to) return null; // QEMU 7.2 asserts (aborts) here; Verified leaves the edge be
-        var tran = new UndoLog();
+        var tran = new UndoLog(Services.Mutation);
         var refresh = new List<BlockNode> { edge.Node };
         ReplaceChild(tran, edge, to, refresh);
         var err = Rules.Refresher.Refresh(Enumerable.Reverse(refresh).ToList(), tran);
@@ -76,7 +76,7 @@ public sealed partial class BlockEngine
         if (c.Writable && node.ReadOnly) return QmpError.Generic("Cannot export read-only node as writable");
         var name = c.ExportName ?? c.NodeName;
         var exp = new ExportParent(c.Id, name, c.Writable, c.Description, c.Bitmaps, NextSeq(), Io);
-        var tran = new UndoLog();
+        var tran = new UndoLog(Services.Mutation);
         var edge = AttachRootEdge(tran, exp, node, exp.Wants.Perm, Perm.All);
         var err = Rules.Refresher.Refresh([node], tran)
             ?? (!nbdServerRunning ? QmpError.Generic("NBD server not running") : null)

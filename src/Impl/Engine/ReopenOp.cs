@@ -11,7 +11,7 @@ public sealed partial class BlockEngine
 
     private QmpError? Reopen(IReadOnlyList<BlockdevOptions> list)
     {
-        var tran = new UndoLog();
+        var tran = new UndoLog(Services.Mutation);
         var refresh = new List<BlockNode>();
         var wasWritable = new Dictionary<BlockNode, bool>();
         var newOptions = new List<(BlockNode, ValueMap<string>)>();
@@ -126,7 +126,7 @@ public sealed partial class BlockEngine
     private static void ReopenReadOnlyIgnoringErrors(BlockNode node)
     {
         if (node.Deleted || node.ReadOnly) return;
-        var tran = new UndoLog();
+        var tran = new UndoLog(node.Mutation);
         var refresh = new List<BlockNode>();
         var was = new Dictionary<BlockNode, bool>();
         SetReadOnlyCascade(tran, node, true, refresh, was);

@@ -5,7 +5,7 @@ namespace Verified.Impl.Engine;
 /// undo it (abort), finish it (commit) and free what it held (clean). Abort and commit both walk the
 /// actions newest first, then the cleans newest first.
 /// </summary>
-internal sealed class UndoLog
+internal sealed class UndoLog(EngineMutation mutation = EngineMutation.None)
 {
     /// <summary>A bound on actions per transaction, so a runaway loop fails loudly.</summary>
     public const int ActionsMax = 1_000_000;
@@ -31,7 +31,11 @@ internal sealed class UndoLog
     {
         if (finished) throw new InvalidOperationException("transaction already finished");
         finished = true;
-        for (int i = actions.Count - 1; i >= 0; i--) (commit ? actions[i].Commit : actions[i].Abort)?.Invoke();
+        int skip = !commit && mutation == EngineMutation.SkipOneUndo ? actions.FindIndex(a => a.Abort is not null) : -1;
+        if (!commit && mutation == EngineMutation.AbortOldestFirst)
+            for (int i = 0; i < actions.Count; i++) actions[i].Abort?.Invoke();
+        else
+            for (int i = actions.Count - 1; i >= 0; i--) if (i != skip) (commit ? actions[i].Commit : actions[i].Abort)?.Invoke();
         for (int i = actions.Count - 1; i >= 0; i--) actions[i].Clean?.Invoke();
     }
 }

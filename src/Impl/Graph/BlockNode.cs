@@ -13,6 +13,9 @@ public sealed record BitmapInfo(string Name, long Granularity, bool Enabled, boo
 /// </summary>
 public sealed partial class BlockNode : IBlockParent
 {
+    /// <summary>The engine's deliberate bug, if any (see <see cref="Engine.EngineMutation"/>); perm rules consult it.</summary>
+    internal Engine.EngineMutation Mutation { get; init; }
+
     internal BlockNode(string name, string driverName, BlockDriver driver, bool readOnly, bool autoNamed, ValueMap<string> options, long seq)
     {
         Name = name;
@@ -113,7 +116,7 @@ public sealed partial class BlockNode : IBlockParent
     }
 
     /// <summary>A string option's value, or null.</summary>
-    public string? Str(string key) => Options.TryGetValue(key, out var v) ? System.Text.Json.Nodes.JsonNode.Parse(v)!.GetValue<string>() : null;
+    public string? Str(string key) => Options.TryGetValue(key, out var v) ? JsonText.String(v) : null;
 
     /// <summary>Computes the cumulative perms from the current parent edges.</summary>
     internal (Perm Perm, Perm Shared) ComputeCumulative()

@@ -63,6 +63,12 @@ public sealed class EngineServices
 
     /// <summary>Looks up a throttle group object by id.</summary>
     public Func<string, ThrottleGroup?> ThrottleGroups { get; init; } = _ => null;
+
+    /// <summary>A deliberate bug to build the engine with (tests of the oracle only); <see cref="Engine.EngineMutation.None"/> by default.</summary>
+    public Engine.EngineMutation Mutation { get; init; }
+
+    /// <summary>Host files: where names resolve, and faults injected on demand.</summary>
+    public HostStorage Storage { get; init; } = new();
 }
 
 /// <summary>A monotonic clock in nanoseconds, and a way to wait on it.</summary>

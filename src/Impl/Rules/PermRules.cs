@@ -43,6 +43,7 @@ internal static class PermRules
     public static (Perm, Perm) ChildPerm(BlockNode parent, BdrvChild c, Perm perm, Perm shared)
     {
         var (p, s) = Rule(parent, c, perm, shared);
+        if (parent.Mutation == Engine.EngineMutation.ThrottleUnsharesResize && parent.DriverName == "throttle") s &= ~RS;
         return (p, c.Node.ForceShare ? ALL : s);
     }
 

@@ -42,6 +42,7 @@ public sealed partial class FileDriver : BlockDriver
     private readonly RangeLock ranges = new();
     private readonly object stateLock = new();
     private string filename = "";
+    private HostStorage storage = new();
     private Descriptor? current;
     private Descriptor? pending;
     private Perm perm = Perm.None;
@@ -85,6 +86,9 @@ public sealed partial class FileDriver : BlockDriver
     protected internal override QmpError? Open(EngineServices services)
     {
         filename = Node.Str("filename") ?? "";
+        storage = services.Storage;
+        if (storage.Fault(filename, HostOp.Open) is var fault and not 0)
+            return QmpError.Generic($"Could not open '{filename}': {LinuxNative.ErrnoText(fault)}");
         useLock = Node.Str("locking") != "off";
         autoReadOnly = DriverOptions.Bool(Node, "auto-read-only", false);
         if (Node.Str("aio") == "native" && !WantDirect())
@@ -201,6 +205,7 @@ public sealed partial class FileDriver : BlockDriver
     public override async ValueTask ReadAsync(long offset, Memory<byte> buffer)
     {
         var d = Current();
+        Injected(HostOp.Read);
         if (buffer.Length == 0) return;
         if (!d.Direct || IsAligned(d, offset, buffer.Length))
         {
@@ -221,6 +226,7 @@ public sealed partial class FileDriver : BlockDriver
     public override async ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags)
     {
         var d = Writable();
+        Injected(HostOp.Write);
         if (data.Length > 0)
         {
             using var held = await Serialise(d, offset, data.Length).ConfigureAwait(false);
@@ -427,6 +433,13 @@ public sealed partial class FileDriver : BlockDriver
     }
 
     /// <summary>True only if the kernel refused the read as misaligned (EINVAL); other errors say nothing about alignment.</summary>
+    /// <summary>A fault armed on this file's host storage fails the request before it reaches the file.</summary>
+    private void Injected(HostOp op)
+    {
+        if (storage.Fault(filename, op) is var errno and not 0)
+            throw new BlockIOException(errno, $"{op.ToString().ToLowerInvariant()} on '{filename}': {LinuxNative.ErrnoText(errno)} (injected)");
+    }
+
     private static bool IoRefused(SafeFileHandle h, Memory<byte> buf)
     {
         try
@@ -449,7 +462,7 @@ public sealed partial class FileDriver : BlockDriver
     private (Descriptor? Descriptor, QmpError? Error) OpenDescriptor(bool writable, bool direct)
     {
         int flags = (writable ? LinuxNative.O_RDWR : LinuxNative.O_RDONLY) | (direct ? LinuxNative.O_DIRECT : 0);
-        int fd = LinuxNative.Open(filename, flags);
+        int fd = LinuxNative.Open(storage.Resolve(filename), flags);
         if (fd < 0) return (null, QmpError.Generic($"Could not open '{filename}': {LinuxNative.ErrnoText(-fd)}"));
         var d = new Descriptor(new SafeFileHandle(fd, ownsHandle: true), writable, direct);
         var err = direct ? ProbeAlignment(d) : null;

@@ -67,6 +67,7 @@ public sealed class CopyBeforeWriteDriver : BlockDriver
     private bool breakSnapshot;
     private long timeoutNs;
     private IClock clock = SystemClock.Instance;
+    private bool writeFirst;
 
     /// <summary>The copy granularity.</summary>
     public long ClusterSize => clusterSize;
@@ -94,6 +95,7 @@ public sealed class CopyBeforeWriteDriver : BlockDriver
     {
         ArgumentNullException.ThrowIfNull(services);
         clock = services.Clock;
+        writeFirst = services.Mutation == Engine.EngineMutation.WriteBeforeCopy;
         if (Primary is null) return QmpError.Generic("A block device must be specified for \"file\"");
         var target = Node.Child("target");
         if (target is null) return QmpError.Generic("A block device must be specified for \"target\"");
@@ -126,6 +128,7 @@ public sealed class CopyBeforeWriteDriver : BlockDriver
     /// <inheritdoc/>
     public override ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags)
     {
+        if (writeFirst) return WriteThenCopyAsync(offset, data, flags);
         var before = BeforeWriteAsync(offset, data.Length);
         return before.IsCompletedSuccessfully ? Source.WriteAsync(offset, data, flags) : WriteAfterAsync(before, offset, data, flags);
     }
@@ -142,6 +145,12 @@ public sealed class CopyBeforeWriteDriver : BlockDriver
     {
         var before = BeforeWriteAsync(offset, length);
         return before.IsCompletedSuccessfully ? Source.DiscardAsync(offset, length) : DiscardAfterAsync(before, offset, length);
+    }
+
+    private async ValueTask WriteThenCopyAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags)
+    {
+        await Source.WriteAsync(offset, data, flags).ConfigureAwait(false);
+        await BeforeWriteAsync(offset, data.Length).ConfigureAwait(false);
     }
 
     private async ValueTask WriteAfterAsync(ValueTask before, long offset, ReadOnlyMemory<byte> data, WriteFlags flags)
