@@ -244,6 +244,6 @@ public sealed class QmpDaemon : IAsyncDisposable
         stopping.Dispose();
     }
 
-    /// <summary>Bounds a stream parser the daemon would accept (for documentation and tests).</summary>
+    /// <summary>The most bytes of tokens one message may hold (QEMU's bound); a longer one is refused with QEMU's text.</summary>
     public static long MessageBytesMax => JsonMessageStream.TokenSizeMax;
 }
