@@ -25,6 +25,16 @@ public static class Program
           bench [-c count] [-d depth] [-f fmt] [-n] [-i aio] [-o offset] [-s size] [-S step] [-t cache] [-w]
                 [--pattern P] [--flush-interval N] [--no-drain] [--image-opts] [-q] [-U] FILE
               qemu-img bench on Verified's engine: same flags, defaults, error texts, output and exit codes.
+          serve [--qmp stdio|unix:PATH]... [--blockdev JSON|K=V,...]... [--object ...] [--nbd-server ...]
+                [--export ...] [--chardev socket,path=PATH,server=on,wait=off,id=ID --monitor chardev=ID]
+                [--pidfile PATH]
+              A QMP daemon speaking QEMU 7.2's protocol, a drop-in for qemu-storage-daemon's block graph.
+              Startup options run in order as QMP commands; exits on quit, SIGTERM, SIGINT (or stdin EOF
+              with --qmp stdio), flushing and closing every image.
+          graph (--qmp unix:PATH | SCENARIO.jsonl) [--out FILE.dot|FILE.svg]
+              Render a running daemon's graph, or a scenario's final graph, as Graphviz DOT (SVG
+              through Graphviz's dot when installed): nodes with driver and name, edges with child
+              name and perm / shared perm (R W U S).
         """;
 
     /// <summary>Entry point: dispatches on the subcommand.</summary>
@@ -44,6 +54,8 @@ public static class Program
                 "campaign" => CampaignCommand.Run(args[1..]),
                 "replay" => CampaignCommand.Replay(args[1..]),
                 "bench" => Bench.BenchCommand.Run(args[1..]),
+                "serve" => ServeCommand.Run(args[1..]),
+                "graph" => GraphCommand.Run(args[1..]),
                 _ => UsageError($"unknown command '{args[0]}'"),
             };
         }

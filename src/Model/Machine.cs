@@ -100,8 +100,9 @@ public static class Objects
         ArgumentNullException.ThrowIfNull(g);
         ArgumentNullException.ThrowIfNull(o);
         if (!Names.IsWellFormed(o.Id)) return Results.Fail($"Parameter 'id' expects an identifier");
-        if (g.Objects.ContainsKey(o.Id)) return Results.Fail($"attempt to add duplicate property '{o.Id}' to object (type 'container')");
+        // QEMU 7.2 checks the limits (setting the properties) before the id's uniqueness (adding the object).
         if (o.QomType == "throttle-group" && Throttle.Check(o.Props.TryGetValue("limits", out var l) ? l : null) is { } bad) return bad;
+        if (g.Objects.ContainsKey(o.Id)) return Results.Fail($"attempt to add duplicate property '{o.Id}' to object (type 'container')");
         return g with { Objects = g.Objects.SetItem(o.Id, new QomObject(o.Id, o.QomType, o.Props)) };
     }
 

@@ -106,9 +106,10 @@ public static class Operations
                 return g.Objects.TryGetValue(group, out var o) && o.Type == "throttle-group"
                     ? null : Results.Fail($"Throttle group '{group}' does not exist");
             case "compress":
-                // filter-compress needs a format that can write compressed clusters (qcow2 here).
+                // filter-compress needs a driver that takes compressed writes: qcow2, or a filter that
+                // passes them on (copy-on-read, throttle), as measured on QEMU 7.2.
                 var under = g.Nodes[g.ChildEdge(n.Name, "file")!.Child];
-                return under.Driver == "qcow2" ? null : Results.Fail($"Compression is not supported for underlying format: {under.Driver}");
+                return under.Driver is "qcow2" or "copy-on-read" or "throttle" ? null : Results.Fail($"Compression is not supported for underlying format: {under.Driver}");
             case "copy-on-read" when n.Str("bottom") is { } bottom:
                 if (g.Find(bottom) is not { } b) return Results.Fail($"Bottom node '{bottom}' not found");
                 if (Drivers.IsFilter(b.Driver)) return Results.Fail($"Bottom node '{bottom}' is a filter");

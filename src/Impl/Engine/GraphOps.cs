@@ -96,7 +96,8 @@ public sealed partial class BlockEngine
                 return objects.TryGetValue(group, out var o) && o.Group is not null ? null : QmpError.Generic($"Throttle group '{group}' does not exist");
             case "compress":
                 var under = node.Child("file")!.Node;
-                return under.DriverName == "qcow2" ? null : QmpError.Generic($"Compression is not supported for underlying format: {under.DriverName}");
+                // Drivers with compressed writes in QEMU 7.2: qcow2, and the filters that pass them on (measured).
+                return under.DriverName is "qcow2" or "copy-on-read" or "throttle" ? null : QmpError.Generic($"Compression is not supported for underlying format: {under.DriverName}");
             case "copy-on-read" when node.Str("bottom") is { } bottomName:
                 if (!nodes.TryGetValue(bottomName, out var bottom)) return QmpError.Generic($"Bottom node '{bottomName}' not found");
                 if (PermRules.IsFilter(bottom.DriverName)) return QmpError.Generic($"Bottom node '{bottomName}' is a filter");

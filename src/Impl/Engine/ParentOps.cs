@@ -119,12 +119,13 @@ public sealed partial class BlockEngine
     private QmpError? ObjectAdd(ObjectAdd o)
     {
         if (!Names.IsWellFormed(o.Id)) return QmpError.Generic("Parameter 'id' expects an identifier");
-        if (objects.ContainsKey(o.Id)) return QmpError.Generic($"attempt to add duplicate property '{o.Id}' to object (type 'container')");
+        // QEMU 7.2 sets the properties (checking the limits) before it adds the object under its id.
         if (o.QomType == "throttle-group")
         {
             var (_, bad) = ThrottleLimits.Parse(o.Props.TryGetValue("limits", out var l) ? l : null);
             if (bad is not null) return QmpError.Generic(bad);
         }
+        if (objects.ContainsKey(o.Id)) return QmpError.Generic($"attempt to add duplicate property '{o.Id}' to object (type 'container')");
         objects.Add(o.Id, new QomObjectEntry(o.Id, o.QomType, o.Props, o.QomType == "throttle-group" ? new ThrottleGroup(o.Id, o.Props) : null));
         return null;
     }

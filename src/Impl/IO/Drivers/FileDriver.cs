@@ -25,7 +25,7 @@ namespace Verified.Impl.IO;
 /// buffer, writes doing read-modify-write of the edge blocks under a range lock.</para>
 /// </remarks>
 [BlockDriverName("file")]
-public sealed class FileDriver : BlockDriver
+public sealed partial class FileDriver : BlockDriver
 {
     /// <summary>The largest alignment O_DIRECT may need (QEMU's MAX_BLOCKSIZE, also the page size).</summary>
     public const int MaxAlignment = 4096;

@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+
+namespace Verified.Tests.Serve;
+
+/// <summary>
+/// Runs one QMP sequence on two peers and lists every difference in what a client sees: each
+/// command's outcome, error class and text, return value, events, and after each command the graph
+/// (every edge with its perm and shared perm) and the node list. Only what must differ is
+/// normalised: version strings, timestamps, the peers' temporary directories, the two random digits
+/// of auto node names, and export backends' names (DECISIONS.md 5: Verified names them by export id,
+/// QEMU 7.2 leaves them unnamed).
+/// </summary>
+public static partial class Comparison
+{
+    /// <summary>Normalises one raw reply line from either peer.</summary>
+    public static string NormaliseLine(string line)
+    {
+        line = VersionRegex().Replace(line, "{\"qemu\": VERSION, \"package\": PACKAGE}");
+        return TimestampRegex().Replace(line, "\"seconds\": S, \"microseconds\": US");
+    }
+
+    [GeneratedRegex("\\{\"qemu\": \\{\"micro\": \\d+, \"minor\": \\d+, \"major\": \\d+\\}, \"package\": \"[^\"]*\"\\}")]
+    private static partial Regex VersionRegex();
+
+    [GeneratedRegex("\"seconds\": \\d+, \"microseconds\": \\d+")]
+    private static partial Regex TimestampRegex();
+
+    [GeneratedRegex("#block\\d+")]
+    private static partial Regex AutoNameRegex();
+
+    /// <summary>Loads a scenario file: one JSON object per line, '#' comments skipped.</summary>
+    public static List<JsonObject> LoadScenario(string path) =>
+        [.. File.ReadAllLines(path).Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#') && !l.StartsWith("//", StringComparison.Ordinal))
+            .Select(l => JsonNode.Parse(l)!.AsObject())];
+
+    /// <summary>The extra QEMU arguments a scenario asks for.</summary>
+    public static List<string> QemuArgs(IEnumerable<JsonObject> steps) =>
+        [.. steps.Where(s => s.ContainsKey("qemu_args")).SelectMany(s => s["qemu_args"]!.AsArray().Select(a => a!.GetValue<string>()))];
+
+    /// <summary>Runs <paramref name="steps"/> on both peers; returns the differences (empty when the peers agree) and the number of steps compared.</summary>
+    public static (List<string> Differences, int Compared) Run(IReadOnlyList<JsonObject> steps, Peer a, Peer b)
+    {
+        using var ca = a.Connect();
+        using var cb = b.Connect();
+        ca.Negotiate();
+        cb.Negotiate();
+        var diffs = new List<string>();
+        int compared = 0;
+        for (int i = 0; i < steps.Count; i++)
+        {
+            var step = steps[i];
+            if (step.ContainsKey("run"))
+            {
+                foreach (var p in new[] { a, b }) RunHost(step["run"]!.AsArray(), p.TmpDir);
+                continue;
+            }
+            if (!step.ContainsKey("execute")) continue;
+            compared++;
+            var cmd = step["execute"]!.GetValue<string>();
+            Dictionary<string, string>? sa = null, sb = null;
+            foreach (var (c, p) in new[] { (ca, a), (cb, b) })
+            {
+                try
+                {
+                    var seen = See(c, p, cmd, step["arguments"]);
+                    if (p == a) sa = seen;
+                    else sb = seen;
+                }
+                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException)
+                {
+                    // A peer that dies or hangs ends the comparison; say which, and where.
+                    diffs.Add($"{PeerFailed}: {p.Name} at step {i} ({cmd} {step["arguments"]?.ToJsonString()}): {e.Message}");
+                    return (diffs, compared);
+                }
+            }
+            // "settle": QEMU finishes this command after replying (an unplug): look again until the
+            // graphs agree or the wait runs out, then compare what was seen last.
+            var deadline = DateTime.UtcNow + SettleTimeout;
+            while (step["settle"]?.GetValue<bool>() == true && !Observe(ca, a).SequenceEqual(Observe(cb, b)) && DateTime.UtcNow < deadline)
+                Thread.Sleep(SettlePollMs);
+            if (step["settle"]?.GetValue<bool>() == true)
+            {
+                foreach (var (k, v) in Observe(ca, a)) sa![k] = v;
+                foreach (var (k, v) in Observe(cb, b)) sb![k] = v;
+            }
+            foreach (var (key, va) in sa!)
+            {
+                var vb = sb!.GetValueOrDefault(key);
+                if (va != vb) diffs.Add($"step {i} ({cmd}) {key}:\n    {a.Name}: {va}\n    {b.Name}: {vb}");
+            }
+        }
+        // Events that come after a reply (DEVICE_DELETED) are compared as one ordered list at the end,
+        // once both peers have sent as many (or the wait runs out).
+        var until = DateTime.UtcNow + SettleTimeout;
+        do
+        {
+            ca.Execute("query-version");
+            cb.Execute("query-version");
+        }
+        while (ca.Events.Count != cb.Events.Count && DateTime.UtcNow < until && Sleep(SettlePollMs));
+        var ea = string.Join("\n    ", ca.Events.Select(EventText));
+        var eb = string.Join("\n    ", cb.Events.Select(EventText));
+        if (ea != eb) diffs.Add($"all events:\n  {a.Name}:\n    {ea}\n  {b.Name}:\n    {eb}");
+        return (diffs, compared);
+    }
+
+    /// <summary>How a difference starts when a peer stopped answering.</summary>
+    public const string PeerFailed = "peer failed";
+
+    /// <summary>Longest wait for what QEMU finishes after a reply (an unplug and its event).</summary>
+    private static readonly TimeSpan SettleTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>How often a settling peer is looked at again.</summary>
+    private const int SettlePollMs = 50;
+
+    private static bool Sleep(int ms)
+    {
+        Thread.Sleep(ms);
+        return true;
+    }
+
+    private static string EventText(string line)
+    {
+        var ev = JsonNode.Parse(line)!;
+        return $"{ev["event"]}{ev["data"]?.ToJsonString()}";
+    }
+
+    private static void RunHost(JsonArray argv, string tmp)
+    {
+        var psi = new ProcessStartInfo(argv[0]!.GetValue<string>()) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = tmp };
+        foreach (var x in argv.Skip(1)) psi.ArgumentList.Add(x!.GetValue<string>().Replace("@TMP@", tmp, StringComparison.Ordinal));
+        using var p = Process.Start(psi)!;
+        p.StandardOutput.ReadToEnd();
+        p.StandardError.ReadToEnd();
+        p.WaitForExit();
+    }
+
+    private static JsonNode? Subst(JsonNode? n, string tmp) =>
+        n is null ? null : JsonNode.Parse(n.ToJsonString().Replace("@TMP@", tmp.Replace("\\", "\\\\", StringComparison.Ordinal), StringComparison.Ordinal));
+
+    private static string Norm(Peer p, string s) => AutoNameRegex().Replace(s.Replace(p.TmpDir, "@TMP@", StringComparison.Ordinal), "#blockN");
+
+    /// <summary>What a client sees of one command on one peer, as comparable strings.</summary>
+    private static Dictionary<string, string> See(QmpClient c, Peer p, string cmd, JsonNode? args)
+    {
+        int firstEvent = c.Events.Count;
+        args = Subst(args, p.TmpDir);
+        // DECISIONS.md 2: x-perm-scheme selects per node the scheme QEMU 7.2 has natively; QEMU knows no such option.
+        if (p.IsQemu && args is JsonObject o) o.Remove("x-perm-scheme");
+        var line = c.ExecuteRaw(cmd, args);
+        var seen = new Dictionary<string, string>
+        {
+            // The reply's bytes, except where Verified answers less than QEMU: query-named-block-nodes
+            // (node-name, drv and ro only; compared below) and the command list.
+            ["outcome"] = cmd is "query-named-block-nodes" or "query-commands" ? (line.StartsWith("{\"return\"", StringComparison.Ordinal) ? "ok" : Norm(p, line)) : Norm(p, line),
+            ["events"] = Norm(p, string.Join(" ", c.Events.Skip(firstEvent).Select(EventText).Where(e => !e.StartsWith("DEVICE_DELETED", StringComparison.Ordinal)))),
+        };
+        foreach (var (k, v) in Observe(c, p)) seen[k] = v;
+        return seen;
+    }
+
+    /// <summary>The graph as a client sees it: the reply's bytes, the edges with perms, the node list.</summary>
+    private static Dictionary<string, string> Observe(QmpClient c, Peer p)
+    {
+        var seen = new Dictionary<string, string>();
+        var exportIds = c.Execute("query-block-exports")["return"]!.AsArray().Select(x => x!["id"]!.GetValue<string>()).ToHashSet();
+        var graphLine = c.ExecuteRaw("x-debug-query-block-graph");
+        var graph = JsonNode.Parse(graphLine)!["return"]!.AsObject();
+        // The reply's bytes too (member order, perm order, ids), export backends unnamed as in QEMU 7.2.
+        foreach (var id in exportIds) graphLine = graphLine.Replace($"{{\"name\": \"{id}\", \"type\": \"block-backend\"", "{\"name\": \"\", \"type\": \"block-backend\"", StringComparison.Ordinal);
+        seen["graph bytes"] = Norm(p, graphLine);
+        var names = graph["nodes"]!.AsArray().ToDictionary(n => n!["id"]!.GetValue<int>(), n =>
+        {
+            var name = n!["name"]!.GetValue<string>();
+            return n["type"]!.GetValue<string>() == "block-backend" ? "BB:" + (exportIds.Contains(name) ? "" : name) : name;
+        });
+        seen["edges"] = Norm(p, string.Join("\n      ", graph["edges"]!.AsArray().Select(x => x!.AsObject())
+            .Select(x => $"{names[x["parent"]!.GetValue<int>()]} -[{x["name"]}: {Perms(x["perm"])} / {Perms(x["shared-perm"])}]-> {names[x["child"]!.GetValue<int>()]}")
+            .Order(StringComparer.Ordinal)));
+        seen["nodes"] = Norm(p, string.Join(" ", c.Execute("query-named-block-nodes", new JsonObject { ["flat"] = true })["return"]!.AsArray()
+            .Select(n => $"{n!["node-name"]}:{n["drv"]}:{(n["ro"]!.GetValue<bool>() ? "ro" : "rw")}").Order(StringComparer.Ordinal)));
+        return seen;
+    }
+
+    private static string Perms(JsonNode? list) =>
+        list is JsonArray a && a.Count > 0 ? string.Join(",", a.Select(x => x!.GetValue<string>())) : "-";
+}
