@@ -293,10 +293,19 @@ public static class Operations
         return g.RefCount(e.Child) == 0 ? Delete(g, e.Child) : g;
     }
 
-    /// <summary>Deletes an unreferenced node: its children are detached one by one (newest first).</summary>
+    /// <summary>
+    /// Deletes an unreferenced node as <c>bdrv_close</c> does: the driver closes first (copy-on-read unfreezes
+    /// its chain and drops its reference on <c>bottom</c>, which may delete it), then its children are
+    /// detached one by one (newest first).
+    /// </summary>
     public static Graph Delete(Graph g, string node)
     {
         ArgumentNullException.ThrowIfNull(g);
+        if (g.Nodes[node] is { Driver: "copy-on-read" } cor && cor.Str("bottom") is { } bottom && g.Find(bottom) is not null)
+        {
+            g = g.With(cor with { Options = cor.Options.Remove("bottom") });
+            if (g.RefCount(bottom) == 0) g = Delete(g, bottom);
+        }
         foreach (var e in g.ChildrenOf(node).ToList()) g = DetachAndDelete(g, e);
         return g with { Nodes = g.Nodes.Remove(node) };
     }

@@ -210,9 +210,15 @@ public sealed partial class BlockEngine
     /// <summary>Deletes an unreferenced node outside any transaction: children detached newest first, each refreshed with errors ignored.</summary>
     private void Delete(BlockNode node)
     {
-        for (int i = node.ChildList.Count - 1; i >= 0; i--) DetachAndRelease(node.ChildList[i]);
-        if (node.DriverName == "copy-on-read" && node.Str("bottom") is { } b && nodes.TryGetValue(b, out var bottom)) bottom.RefCount--;
+        // As bdrv_close: the driver closes first (copy-on-read unfreezes its chain and drops its reference on
+        // bottom, which may delete it), then the children are detached newest first.
         freezers.Remove(node);
+        if (node.DriverName == "copy-on-read" && node.Str("bottom") is { } b && nodes.TryGetValue(b, out var bottom) && !bottom.Deleted)
+        {
+            bottom.RefCount--;
+            if (bottom.RefCount == 0) Delete(bottom);
+        }
+        for (int i = node.ChildList.Count - 1; i >= 0; i--) DetachAndRelease(node.ChildList[i]);
         node.Driver.Close();
         node.Deleted = true;
         nodes.Remove(node.Name);
