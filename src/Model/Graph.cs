@@ -115,11 +115,15 @@ public sealed record Graph(
     /// </summary>
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Graph, EdgeLists> Lists = new();
 
-    private sealed record EdgeLists(Dictionary<string, Edge[]> Parents, Dictionary<Parent, Edge[]> Children);
+    /// <summary>Every node, oldest first (QEMU's order), computed once per graph value.</summary>
+    public IReadOnlyList<Node> NodesInOrder => Lists.GetValue(this, BuildLists).Ordered;
+
+    private sealed record EdgeLists(Dictionary<string, Edge[]> Parents, Dictionary<Parent, Edge[]> Children, Node[] Ordered);
 
     private static EdgeLists BuildLists(Graph g) => new(
         g.Edges.GroupBy(e => e.Child, StringComparer.Ordinal).ToDictionary(x => x.Key, x => x.OrderByDescending(e => e.AttachSeq).ToArray(), StringComparer.Ordinal),
-        g.Edges.GroupBy(e => e.Parent).ToDictionary(x => x.Key, x => x.OrderByDescending(e => e.Id).ToArray()));
+        g.Edges.GroupBy(e => e.Parent).ToDictionary(x => x.Key, x => x.OrderByDescending(e => e.Id).ToArray()),
+        [.. g.Nodes.Values.OrderBy(n => n.Seq)]);
 
     /// <summary>Edges out of node <paramref name="node"/>, newest first.</summary>
     public IEnumerable<Edge> ChildrenOf(string node) => ChildrenOf(new NodeParent(node));

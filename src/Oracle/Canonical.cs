@@ -22,7 +22,7 @@ public static class Canonical
         var g = s.Graph;
         var sb = new StringBuilder();
         var ix = new Index(g);
-        foreach (var n in g.Nodes.Values.OrderBy(n => n.Seq))
+        foreach (var n in g.NodesInOrder)
         {
             var (inherits, up, down) = ix.Of(n);
             int refcnt = g.RefCount(n.Name);
@@ -77,7 +77,7 @@ public static class Canonical
         if (implNodes.Count != g.Nodes.Count) return false;
         var ix = new Index(g);
         int i = 0;
-        foreach (var m in g.Nodes.Values.OrderBy(n => n.Seq))
+        foreach (var m in g.NodesInOrder)
         {
             var n = implNodes[i++];
             if (m.Name != n.Name || m.Driver != n.DriverName || m.ReadOnly != n.ReadOnly || m.MonitorOwned != n.MonitorOwned
@@ -135,40 +135,24 @@ public static class Canonical
     private static bool SameRoot(Edge? m, ImplGraph.BdrvChild? i) =>
         m is null ? i is null : i is not null && m.Child == i.Node.Name && m.Perm == i.Perm && m.Shared == i.Shared;
 
-    /// <summary>One pass over a model graph's nodes and edges, indexing what each node's lines need (the graph's own lookups scan).</summary>
-    private sealed class Index
+    /// <summary>What each node's lines need from a model graph: its lists come from the graph (built once per graph value).</summary>
+    private sealed class Index(Graph g)
     {
-        private readonly Dictionary<long, string> bySeq = [];
-        private readonly Dictionary<string, List<Edge>> parents = new(StringComparer.Ordinal);
-        private readonly Dictionary<string, List<Edge>> children = new(StringComparer.Ordinal);
-
-        public Index(Graph g)
-        {
-            foreach (var n in g.Nodes.Values) bySeq[n.Seq] = n.Name;
-            foreach (var e in g.Edges)
-            {
-                Bucket(parents, e.Child).Add(e);
-                if (e.Parent is NodeParent np) Bucket(children, np.Node).Add(e);
-            }
-        }
+        private Dictionary<long, string>? bySeq;
 
         /// <summary>
         /// A node's inherits_from (by name; one that points at a deleted node is no link at all, a dangling
         /// pointer in QEMU), its parent edges newest attachment first and its children newest first.
         /// </summary>
-        public (string? Inherits, List<Edge> Parents, List<Edge> Children) Of(Node n)
+        public (string? Inherits, IReadOnlyList<Edge> Parents, IReadOnlyList<Edge> Children) Of(Node n)
         {
-            var up = parents.GetValueOrDefault(n.Name) ?? [];
-            var down = children.GetValueOrDefault(n.Name) ?? [];
-            up.Sort((a, b) => b.AttachSeq.CompareTo(a.AttachSeq));
-            down.Sort((a, b) => b.Id.CompareTo(a.Id));
-            return (n.InheritsFrom is { } seq ? bySeq.GetValueOrDefault(seq) : null, up, down);
-        }
-
-        private static List<Edge> Bucket(Dictionary<string, List<Edge>> d, string key)
-        {
-            if (!d.TryGetValue(key, out var l)) d[key] = l = [];
-            return l;
+            string? inherits = null;
+            if (n.InheritsFrom is { } seq)
+            {
+                bySeq ??= g.Nodes.Values.ToDictionary(x => x.Seq, x => x.Name);
+                inherits = bySeq.GetValueOrDefault(seq);
+            }
+            return (inherits, (IReadOnlyList<Edge>)g.ParentsOf(n.Name), (IReadOnlyList<Edge>)g.ChildrenOf(n.Name));
         }
     }
 

@@ -130,8 +130,19 @@ public sealed class ValueMap<TValue> : IReadOnlyDictionary<string, TValue>, IEqu
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 
     /// <inheritdoc/>
-    public bool Equals(ValueMap<TValue>? other) =>
-        other is not null && (ReferenceEquals(map, other.map) || (map.Count == other.map.Count && map.SequenceEqual(other.map)));
+    public bool Equals(ValueMap<TValue>? other)
+    {
+        if (other is null) return false;
+        if (ReferenceEquals(map, other.map)) return true;
+        if (map.Count != other.map.Count) return false;
+        // Pair by pair with typed comparers: KeyValuePair's own equality goes through reflection.
+        var values = EqualityComparer<TValue>.Default;
+        using var a = map.GetEnumerator();
+        using var b = other.map.GetEnumerator();
+        while (a.MoveNext() && b.MoveNext())
+            if (!string.Equals(a.Current.Key, b.Current.Key, StringComparison.Ordinal) || !values.Equals(a.Current.Value, b.Current.Value)) return false;
+        return true;
+    }
 
     /// <inheritdoc/>
     public override bool Equals(object? obj) => Equals(obj as ValueMap<TValue>);
