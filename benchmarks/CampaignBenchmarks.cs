@@ -85,6 +85,14 @@ public class CampaignBenchmarks
     [Benchmark]
     public int CanonicalModel() => Canonical.Of(judge.Model).Length;
 
+    /// <summary>The field-by-field comparison of the mid-run states (the campaign's fast path).</summary>
+    [Benchmark]
+    public bool SameFieldByField() => Canonical.Same(judge.Model, judge.Impl);
+
+    /// <summary>The implementation's node list (sorted copy under the graph lock).</summary>
+    [Benchmark]
+    public int ImplNodes() => judge.Impl.Nodes.Count;
+
     /// <summary>The canonical text of the implementation's mid-run state.</summary>
     [Benchmark]
     public int CanonicalImpl() => Canonical.Of(judge.Impl).Length;

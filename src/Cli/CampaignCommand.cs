@@ -15,7 +15,7 @@ internal static class CampaignCommand
     private const int FloorDefault = 10;
 
     /// <summary>Z3 re-checks the model's graph every this many steps unless asked otherwise (a check costs milliseconds).</summary>
-    private const int Z3EveryDefault = 100;
+    private const int Z3EveryDefault = 500;
 
     /// <summary>How often the progress bar is redrawn.</summary>
     private static readonly TimeSpan ProgressEvery = TimeSpan.FromMilliseconds(250);

@@ -17,7 +17,7 @@ public static class Program
               steps (commands, transactions with aborts, reads and writes checked byte by byte, host
               faults), in runs of L steps (default 60) seeded S, S+1, ...; --shard i/n takes the runs
               r = i mod n, so n shards together are one campaign. Z3 checks the model's graph every K
-              steps (default 100). On the first divergence: shrink it, print the one replay string,
+              steps (default 500). On the first divergence: shrink it, print the one replay string,
               write the shrunk scenario file. Fails when a step kind was accepted fewer than F times
               (default 10). --mutant NAME plants a deliberate bug (the campaign must find it).
           replay FILE
