@@ -12,6 +12,9 @@ public readonly record struct Opened(Tx Tx, string Name, QmpError? Error);
 /// </summary>
 public static class Operations
 {
+    /// <summary>The context QEMU gives every error of opening a node's backing child.</summary>
+    public const string BackingFailed = "Could not open backing file: ";
+
     /// <summary>
     /// Opens a node tree from blockdev options (<c>bdrv_open</c> with BDRV_O_NOPERM): a non-protocol
     /// driver's <c>file</c> subtree first, then the node's name, then its other children in order.
@@ -60,7 +63,8 @@ public static class Operations
             else
             {
                 var r = OpenChild(tx, c, readOnly, seq);
-                if (r.Error is not null) return r;
+                // QEMU's bdrv_open_backing_file prepends its context to whatever failed below (references too).
+                if (r.Error is not null) return c.Key == "backing" ? r with { Error = r.Error with { Desc = BackingFailed + r.Error.Desc } } : r;
                 (tx, child) = (r.Tx, r.Name);
             }
             tx = tx.On(AttachChild(tx.Graph, name, c.Key, child, Drivers.ChildRole(o.Driver, c.Key, o.Scalars)));

@@ -58,7 +58,8 @@ public sealed partial class BlockEngine
             else
             {
                 var (ch, err) = OpenChild(tran, c.Ref, readOnly, c.Key == "backing");
-                if (err is not null) return (null, err);
+                // As bdrv_open_backing_file: every error below a backing child gets its context.
+                if (err is not null) return (null, c.Key == "backing" ? err with { Desc = "Could not open backing file: " + err.Desc } : err);
                 child = ch!;
                 if (c.Ref is BlockdevRefInline) SetInheritsFrom(tran, child, node);
             }
