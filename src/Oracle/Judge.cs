@@ -38,7 +38,7 @@ public sealed class Judge : IDisposable
     /// the implementation resolves names against the folder, so a command log means the same on any judge.
     /// </summary>
     /// <param name="mutation">A deliberate bug planted in the implementation (tests of the campaign's teeth); none by default.</param>
-    /// <param name="thorough">Check queries and invariants after every step (replays) rather than every <see cref="SampleEvery"/> steps.</param>
+    /// <param name="thorough">Replays: canonical texts after every step, queries and invariants after every step that changed the state, rather than every <see cref="SampleEvery"/> steps.</param>
     /// <param name="sampleAt">Which step modulo <see cref="SampleEvery"/> is sampled (campaigns vary it by seed, so samples fall everywhere in runs).</param>
     public Judge(EngineMutation mutation = EngineMutation.None, bool thorough = true, int sampleAt = 0)
     {
@@ -143,12 +143,10 @@ public sealed class Judge : IDisposable
         if (thorough && !changed) return null;
         if (Invariants.Check(next.Graph) is { Count: > 0 } broken)
             return $"the model broke its invariants after {c.Name}: {string.Join("; ", broken)}";
+        foreach (var q in Queries)
         {
-            foreach (var q in Queries)
-            {
-                var d = CompareReplies(Machine.Apply(Model, new Query(q)).Reply, Impl.Execute(new Query(q)));
-                if (d is not null) return $"{q} differs after {c.Name}: {d}";
-            }
+            var d = CompareReplies(Machine.Apply(Model, new Query(q)).Reply, Impl.Execute(new Query(q)));
+            if (d is not null) return $"{q} differs after {c.Name}: {d}";
         }
         return null;
     }
