@@ -14,8 +14,7 @@ namespace Verified.Benchmarks;
 [MemoryDiagnoser]
 public class ModelVsImplBenchmarks
 {
-    private BlockEngine engine = null!;
-    private ModelState model = null!;
+    private BothEngines both = null!;
     private JsonObject add = null!, del = null!;
 
     [Params(10, 100, 1_000)]
@@ -24,35 +23,23 @@ public class ModelVsImplBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        engine = new BlockEngine();
-        model = ModelState.Initial;
-        for (int i = 0; i < Nodes; i++)
-        {
-            Apply($$$"""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"n{{{i}}}"}}""");
-            Apply($$$"""{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r{{{i}}}","file":"n{{{i}}}"}}""");
-        }
-        Apply("""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"extra"}}""");
+        both = new BothEngines();
+        both.AddRawOverNull(Nodes);
+        both.Apply("""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"extra"}}""");
         add = JsonNode.Parse("""{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"top","file":"extra"}}""")!.AsObject();
         del = JsonNode.Parse("""{"execute":"blockdev-del","arguments":{"node-name":"top"}}""")!.AsObject();
     }
 
-    private void Apply(string json)
-    {
-        var req = JsonNode.Parse(json)!.AsObject();
-        if (!engine.Execute(req).IsOk) throw new InvalidOperationException(json);
-        model = Machine.Apply(model, req).State;
-    }
-
     [GlobalCleanup]
-    public void Cleanup() => engine.Dispose();
+    public void Cleanup() => both.Dispose();
 
     [Benchmark(Baseline = true)]
-    public bool ImplAddDel() => engine.Execute(add).IsOk & engine.Execute(del).IsOk;
+    public bool ImplAddDel() => both.Engine.Execute(add).IsOk & both.Engine.Execute(del).IsOk;
 
     [Benchmark]
     public bool ModelAddDel()
     {
-        var (s1, r1) = Machine.Apply(model, add);
+        var (s1, r1) = Machine.Apply(both.Model, add);
         var (_, r2) = Machine.Apply(s1, del);
         return r1.IsOk & r2.IsOk;
     }

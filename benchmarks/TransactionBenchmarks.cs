@@ -14,8 +14,7 @@ namespace Verified.Benchmarks;
 [MemoryDiagnoser]
 public class TransactionBenchmarks
 {
-    private BlockEngine engine = null!;
-    private ModelState model = null!;
+    private BothEngines both = null!;
     private Command there = null!, back = null!;
 
     [Params(10, 1_000, 10_000)]
@@ -27,18 +26,13 @@ public class TransactionBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        engine = new BlockEngine();
-        model = ModelState.Initial;
-        for (int i = 0; i < Nodes; i++)
-        {
-            Apply($$$"""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"n{{{i}}}"}}""");
-            Apply($$$"""{"execute":"blockdev-add","arguments":{"driver":"raw","node-name":"r{{{i}}}","file":"n{{{i}}}"}}""");
-        }
+        both = new BothEngines(withModel: Nodes <= 1_000); // the model is too slow to build 10,000 nodes here
+        both.AddRawOverNull(Nodes);
         var thereActions = new List<Command>();
         var backActions = new List<Command>();
         for (int k = 0; k < Actions; k++)
         {
-            Apply($$$"""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"spare{{{k}}}"}}""");
+            both.Apply($$$"""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"spare{{{k}}}"}}""");
             thereActions.Add(new BlockdevReplace(new ReplaceDriverParent($"r{k}", "file"), $"spare{k}"));
             backActions.Add(new BlockdevReplace(new ReplaceDriverParent($"r{k}", "file"), $"n{k}"));
         }
@@ -46,24 +40,17 @@ public class TransactionBenchmarks
         back = new Vocabulary.Transaction(ValueList<Command>.From(backActions), "individual");
     }
 
-    private void Apply(string json)
-    {
-        var req = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject();
-        if (!engine.Execute(req).IsOk) throw new InvalidOperationException(json);
-        if (Nodes <= 1_000) model = Machine.Apply(model, req).State; // the model is too slow to build 10,000 nodes here
-    }
-
     [GlobalCleanup]
-    public void Cleanup() => engine.Dispose();
+    public void Cleanup() => both.Dispose();
 
     [Benchmark(Baseline = true)]
-    public bool ImplReplaceThereAndBack() => engine.Execute(there).IsOk & engine.Execute(back).IsOk;
+    public bool ImplReplaceThereAndBack() => both.Engine.Execute(there).IsOk & both.Engine.Execute(back).IsOk;
 
     [Benchmark]
     public bool ModelReplaceThereAndBack()
     {
         if (Nodes > 1_000) return true;
-        var (s1, r1) = Machine.Apply(model, there);
+        var (s1, r1) = Machine.Apply(both.Model, there);
         var (_, r2) = Machine.Apply(s1, back);
         return r1.IsOk & r2.IsOk;
     }

@@ -97,7 +97,7 @@ internal static class CampaignCommand
         Console.WriteLine($"DIVERGENCE — replay: verified campaign --replay {d.Replay}");
         Console.WriteLine(d.Description);
         Console.WriteLine($"shrunk from {d.Original} to {d.Commands.Count} steps:");
-        foreach (var c in d.Commands) Console.WriteLine("  " + Campaign.Line(c));
+        foreach (var c in d.Commands) Console.WriteLine("  " + Scenario.Line(c));
         var file = Path.Combine(outDir ?? ".", $"divergence-{d.Replay.Replace('/', '-').Replace('=', '-')}.jsonl");
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(file))!);
         File.WriteAllText(file, d.ScenarioText());

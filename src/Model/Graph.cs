@@ -101,32 +101,16 @@ public sealed record Graph(
     public Node? Live(string name) => Find(name) is { } n && RefCount(name) > 0 ? n : null;
 
     /// <summary>Edges into <paramref name="child"/>, newest attachment first (QEMU's parent list order).</summary>
-    public IEnumerable<Edge> ParentsOf(string child) =>
-        Lists.GetValue(this, BuildLists).Parents.GetValueOrDefault(child) ?? [];
+    public IEnumerable<Edge> ParentsOf(string child) => Derived.Parents.GetValueOrDefault(child) ?? [];
 
     /// <summary>Edges out of a parent, newest first (QEMU's children list order).</summary>
-    public IEnumerable<Edge> ChildrenOf(Parent parent) =>
-        Lists.GetValue(this, BuildLists).Children.GetValueOrDefault(parent) ?? [];
-
-    /// <summary>
-    /// Every node's parent list and every parent's child list, in QEMU's orders, built once per graph value
-    /// (a graph never changes; refreshes ask for these lists over and over). Kept beside the record, like
-    /// <see cref="RefCount"/>'s counts, so equality stays what the fields say.
-    /// </summary>
-    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Graph, EdgeLists> Lists = new();
-
-    /// <summary>Every node, oldest first (QEMU's order), computed once per graph value.</summary>
-    public IReadOnlyList<Node> NodesInOrder => Lists.GetValue(this, BuildLists).Ordered;
-
-    private sealed record EdgeLists(Dictionary<string, Edge[]> Parents, Dictionary<Parent, Edge[]> Children, Node[] Ordered);
-
-    private static EdgeLists BuildLists(Graph g) => new(
-        g.Edges.GroupBy(e => e.Child, StringComparer.Ordinal).ToDictionary(x => x.Key, x => x.OrderByDescending(e => e.AttachSeq).ToArray(), StringComparer.Ordinal),
-        g.Edges.GroupBy(e => e.Parent).ToDictionary(x => x.Key, x => x.OrderByDescending(e => e.Id).ToArray()),
-        [.. g.Nodes.Values.OrderBy(n => n.Seq)]);
+    public IEnumerable<Edge> ChildrenOf(Parent parent) => Derived.Children.GetValueOrDefault(parent) ?? [];
 
     /// <summary>Edges out of node <paramref name="node"/>, newest first.</summary>
     public IEnumerable<Edge> ChildrenOf(string node) => ChildrenOf(new NodeParent(node));
+
+    /// <summary>Every node, oldest first (QEMU's order).</summary>
+    public IReadOnlyList<Node> NodesInOrder => Derived.Ordered;
 
     /// <summary>The child edge named <paramref name="name"/> of node <paramref name="node"/>.</summary>
     public Edge? ChildEdge(string node, string name) => ChildrenOf(node).FirstOrDefault(e => e.Name == name);
@@ -139,22 +123,33 @@ public sealed record Graph(
     /// copy-on-read node whose <c>bottom</c> names it (cor holds a reference on its bottom).
     /// </summary>
     public int RefCount(string node) =>
-        (Nodes.TryGetValue(node, out var n) && n.MonitorOwned ? 1 : 0) + RefCounts.GetValue(this, Count).GetValueOrDefault(node);
+        (Nodes.TryGetValue(node, out var n) && n.MonitorOwned ? 1 : 0)
+        + (Derived.Parents.GetValueOrDefault(node)?.Length ?? 0)
+        + Derived.Bottoms.GetValueOrDefault(node);
 
     /// <summary>
-    /// The edge and bottom references per node, computed once per graph value: a graph never changes, and
-    /// lookups (<see cref="Live"/>) ask for counts constantly. Kept beside the record, not in it, so that
-    /// value equality stays what the fields say.
+    /// What lookups derive from the fields — parent and child lists in QEMU's orders, nodes oldest first,
+    /// copy-on-read bottom references — computed once per graph value: a graph never changes, and refreshes
+    /// and <see cref="Live"/> ask for these constantly. Kept beside the record, not in it, so that value
+    /// equality stays what the fields say.
     /// </summary>
-    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Graph, Dictionary<string, int>> RefCounts = new();
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Graph, Lookups> Index = new();
 
-    private static Dictionary<string, int> Count(Graph g)
+    private Lookups Derived => Index.GetValue(this, Lookups.Of);
+
+    private sealed record Lookups(Dictionary<string, Edge[]> Parents, Dictionary<Parent, Edge[]> Children, Node[] Ordered, Dictionary<string, int> Bottoms)
     {
-        var d = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var e in g.Edges) d[e.Child] = d.GetValueOrDefault(e.Child) + 1;
-        foreach (var c in g.Nodes.Values)
-            if (c.Driver == "copy-on-read" && c.Str("bottom") is { } b) d[b] = d.GetValueOrDefault(b) + 1;
-        return d;
+        public static Lookups Of(Graph g)
+        {
+            var bottoms = new Dictionary<string, int>(StringComparer.Ordinal);
+            foreach (var c in g.Nodes.Values)
+                if (c.Driver == "copy-on-read" && c.Str("bottom") is { } b) bottoms[b] = bottoms.GetValueOrDefault(b) + 1;
+            return new(
+                g.Edges.GroupBy(e => e.Child, StringComparer.Ordinal).ToDictionary(x => x.Key, x => x.OrderByDescending(e => e.AttachSeq).ToArray(), StringComparer.Ordinal),
+                g.Edges.GroupBy(e => e.Parent).ToDictionary(x => x.Key, x => x.OrderByDescending(e => e.Id).ToArray()),
+                [.. g.Nodes.Values.OrderBy(n => n.Seq)],
+                bottoms);
+        }
     }
 
     /// <summary>True if <paramref name="descendant"/> is <paramref name="node"/> or lies below it.</summary>

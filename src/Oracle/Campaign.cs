@@ -306,22 +306,6 @@ public static class Campaign
         return new Divergence(replay, shrunk, Replay(shrunk, o.Mutation) ?? problem, log.Count);
     }
 
-    /// <summary>A step as a scenario-file line.</summary>
-    public static string Line(Command c) => Scenario.Line(c);
-
-    /// <summary>Rewrites pool file names (bare or under <c>@TMP@/</c>) in a QMP line with <paramref name="map"/>.</summary>
-    public static string Relocate(string json, Func<string, string> map)
-    {
-        ArgumentNullException.ThrowIfNull(json);
-        ArgumentNullException.ThrowIfNull(map);
-        foreach (var f in CommandGen.DefaultFiles)
-        {
-            json = json.Replace($"\"@TMP@/{f}\"", $"\"{map(f)}\"", StringComparison.Ordinal)
-                       .Replace($"\"{f}\"", $"\"{map(f)}\"", StringComparison.Ordinal);
-        }
-        return json;
-    }
-
     /// <summary>Replays steps on a fresh judge; the divergence text, or null if they agree.</summary>
     public static string? Replay(IReadOnlyList<Command> commands, EngineMutation mutation = EngineMutation.None)
     {

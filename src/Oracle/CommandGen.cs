@@ -131,8 +131,8 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
     {
         var roots = Roots(s);
         if (roots.Count == 0) return null;
-        var (id, edge) = One(roots);
-        long sectors = Data.Length(s, edge!.Child)!.Value / Data.Sector;
+        var (id, _, edge) = One(roots);
+        long sectors = Data.Length(s, edge.Child)!.Value / Data.Sector;
         int count = 1 + P(16);
         // Half the requests fall in a hot spot, so that reads meet earlier writes (and copies) often.
         long sector = Chance(20) ? sectors - count + 1 + P(2)
@@ -141,14 +141,15 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
     }
 
     /// <summary>Devices and exports whose stack the model predicts, with their root edges.</summary>
-    private static List<(string Id, Edge Edge)> Roots(ModelState s)
-    {
-        var g = s.Graph;
-        return [.. g.Devices.Values.Where(d => d.IsBlock).Select(d => (d.Id, Edge: g.RootEdge(new DeviceParent(d.Id))))
-            .Concat(g.Exports.Values.Select(x => (x.Id, Edge: g.RootEdge(new ExportParent(x.Id)))))
-            .Where(r => r.Edge is not null && Data.Predictable(s, r.Edge.Child) && Data.Length(s, r.Edge.Child) is > 0)
-            .Select(r => (r.Id, r.Edge!))];
-    }
+    private static List<(string Id, ReplaceParent Parent, Edge Edge)> Roots(ModelState s) =>
+        [.. Attached(s.Graph).Where(r => Data.Predictable(s, r.Edge.Child) && Data.Length(s, r.Edge.Child) is > 0)];
+
+    /// <summary>Block devices and exports that sit on a node: their id, how x-blockdev-replace names them, their root edge.</summary>
+    private static IEnumerable<(string Id, ReplaceParent Parent, Edge Edge)> Attached(Graph g) =>
+        g.Devices.Values.Where(d => d.IsBlock).Select(d => (d.Id, (ReplaceParent)new ReplaceQdevParent(d.Id), Edge: g.RootEdge(new DeviceParent(d.Id))))
+            .Concat(g.Exports.Values.Select(x => (x.Id, (ReplaceParent)new ReplaceExportParent(x.Id), Edge: g.RootEdge(new ExportParent(x.Id)))))
+            .Where(r => r.Edge is not null)
+            .Select(r => (r.Id, r.Item2, r.Edge!));
 
     /// <summary>
     /// The series' motivating pattern: one transaction inserts a filter under a live device or export
@@ -158,11 +159,9 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
     private Vocabulary.Transaction? FilterSwap(ModelState s)
     {
         var g = s.Graph;
-        var roots = g.Devices.Values.Where(d => d.IsBlock).Select(d => (Parent: (ReplaceParent)new ReplaceQdevParent(d.Id), Edge: g.RootEdge(new DeviceParent(d.Id))))
-            .Concat(g.Exports.Values.Select(x => (Parent: (ReplaceParent)new ReplaceExportParent(x.Id), Edge: g.RootEdge(new ExportParent(x.Id)))))
-            .Where(r => r.Edge is not null).ToList();
+        var roots = Attached(g).ToList();
         if (roots.Count == 0) return null;
-        var (parent, edge) = One(roots);
+        var (_, parent, edge) = One(roots);
         var node = g.Nodes[edge!.Child];
         var below = g.ChildEdge(node.Name, "file")?.Child;
         if (below is not null && Drivers.IsFilter(node.Driver) && node.MonitorOwned && !Chance(3))
@@ -194,13 +193,11 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
     private Vocabulary.Transaction? Fleecing(ModelState s)
     {
         var g = s.Graph;
-        var roots = g.Devices.Values.Where(d => d.IsBlock).Select(d => (Parent: (ReplaceParent)new ReplaceQdevParent(d.Id), Edge: g.RootEdge(new DeviceParent(d.Id))))
-            .Concat(g.Exports.Values.Select(x => (Parent: (ReplaceParent)new ReplaceExportParent(x.Id), Edge: g.RootEdge(new ExportParent(x.Id)))))
-            .Where(r => r.Edge is not null && Data.Predictable(s, r.Edge.Child)).ToList();
+        var roots = Attached(g).Where(r => Data.Predictable(s, r.Edge.Child)).ToList();
         var freeExports = ExportIds.Where(e => !g.Exports.ContainsKey(e)).ToList();
         var names = NodeNames.Where(n => g.Find(n) is null).ToList();
         if (roots.Count == 0 || freeExports.Count == 0 || names.Count < 3) return null;
-        var (parent, edge) = One(roots);
+        var (writer, parent, edge) = One(roots);
         string target = names[0], cbw = names[1], snap = names[2];
         var file = ValueMap<string>.Empty.SetItem("filename", JsonSerializer.Serialize(One(files)));
         var addTarget = new BlockdevAdd(new BlockdevOptions("file", target, file, ValueList<ChildOption>.Empty));
@@ -211,10 +208,9 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
         var id = One(freeExports);
         pending.Enqueue(new BlockExportAdd(id, snap, id, false, null, ValueList<string>.Empty, false));
         // The point-in-time check: the live parent writes, the view is read at the same place.
-        var writer = parent switch { ReplaceQdevParent q => q.QdevId, ReplaceExportParent x => x.ExportId, _ => null };
         long at = P(HotSectors) * (long)Data.Sector;
         int len = (1 + P(16)) * Data.Sector;
-        if (writer is not null) pending.Enqueue(new IoStep(writer, true, at, len, (byte)(1 + P(255))));
+        pending.Enqueue(new IoStep(writer, true, at, len, (byte)(1 + P(255))));
         pending.Enqueue(new IoStep(id, false, at, len, 0));
         return new Vocabulary.Transaction(ValueList<Command>.From([addTarget, addCbw, new BlockdevReplace(parent, cbw)]), "individual");
     }

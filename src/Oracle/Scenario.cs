@@ -24,7 +24,7 @@ public static class Scenario
             lineNo++;
             var line = raw.Trim();
             if (line.Length == 0 || line.StartsWith('#') || line.StartsWith("//", StringComparison.Ordinal)) continue;
-            var o = JsonNode.Parse(Campaign.Relocate(line, f => f))!.AsObject();
+            var o = JsonNode.Parse(Relocate(line, f => f))!.AsObject();
             if (o.ContainsKey("io")) commands.Add(IoStep.FromJson(o));
             else if (o.ContainsKey("fault")) commands.Add(FaultStep.FromJson(o));
             else if (o.ContainsKey("execute"))
@@ -57,8 +57,21 @@ public static class Scenario
             foreach (var line in c.Split('\n')) sb.Append("# ").AppendLine(line);
         foreach (var f in CommandGen.DefaultFiles)
             sb.AppendLine($"{{\"run\": [\"qemu-img\", \"create\", \"-f\", \"raw\", \"@TMP@/{f}\", \"{Judge.PoolFileSize}\"]}}");
-        foreach (var c in steps) sb.AppendLine(Campaign.Relocate(Line(c), f => "@TMP@/" + f));
+        foreach (var c in steps) sb.AppendLine(Relocate(Line(c), f => "@TMP@/" + f));
         return sb.ToString();
+    }
+
+    /// <summary>Rewrites pool file names (bare or under <c>@TMP@/</c>) in a line with <paramref name="map"/>.</summary>
+    public static string Relocate(string json, Func<string, string> map)
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        ArgumentNullException.ThrowIfNull(map);
+        foreach (var f in CommandGen.DefaultFiles)
+        {
+            json = json.Replace($"\"@TMP@/{f}\"", $"\"{map(f)}\"", StringComparison.Ordinal)
+                       .Replace($"\"{f}\"", $"\"{map(f)}\"", StringComparison.Ordinal);
+        }
+        return json;
     }
 
     /// <summary>

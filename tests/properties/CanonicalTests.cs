@@ -29,7 +29,7 @@ public class CanonicalTests
                     var c = gen.Next(judge.Model);
                     judge.Step(c); // divergences are expected on mutants; the states are what is compared here
                     bool texts = Canonical.Of(judge.Model) == Canonical.Of(judge.Impl);
-                    Assert.True(texts == Canonical.Same(judge.Model, judge.Impl), $"{mutant} seed {seed} step {i}: texts equal {texts}, Same says otherwise\n{Campaign.Line(c)}");
+                    Assert.True(texts == Canonical.Same(judge.Model, judge.Impl), $"{mutant} seed {seed} step {i}: texts equal {texts}, Same says otherwise\n{Scenario.Line(c)}");
                     if (texts) agreeing++;
                     else differing++;
                 }

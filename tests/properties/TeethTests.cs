@@ -29,7 +29,7 @@ public class TeethTests(ITestOutputHelper output)
         var d = Campaign.Run(new CampaignOptions { Seed = 1, Steps = Budget, Mutation = mutant }, stats);
         Assert.True(d is not null, $"{mutant}: no divergence in {stats.Steps} steps");
         output.WriteLine($"{mutant}: found after about {stats.Steps} steps; replay {d.Replay}; shrunk from {d.Original} to {d.Commands.Count} steps");
-        foreach (var c in d.Commands) output.WriteLine("  " + Campaign.Line(c));
+        foreach (var c in d.Commands) output.WriteLine("  " + Scenario.Line(c));
         Assert.True(d.Commands.Count <= ShortMax, $"{mutant}: shrunk only to {d.Commands.Count} steps");
         Assert.NotNull(Campaign.Replay(d.Commands, mutant));
         Assert.Null(Campaign.Replay(d.Commands));
