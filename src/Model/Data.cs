@@ -65,7 +65,8 @@ public static class Data
         switch (n.Driver)
         {
             case "file":
-                return s.Data.Files.TryGetValue(n.Str("filename") ?? "", out var f) ? f.Size : null;
+                // QEMU counts a node's length in whole sectors: a file's tail rounds up (and reads as zeroes).
+                return s.Data.Files.TryGetValue(n.Str("filename") ?? "", out var f) ? (f.Size + Sector - 1) / Sector * Sector : null;
             case "null-co" or "null-aio":
                 return n.Options.TryGetValue("size", out var sz) ? long.Parse(sz, System.Globalization.CultureInfo.InvariantCulture) : NullDefaultSize;
             case "raw":

@@ -13,7 +13,8 @@ public static class Queries
         return command switch
         {
             "x-debug-query-block-graph" => BlockGraph(g),
-            "query-named-block-nodes" => new JsonArray([.. g.Nodes.Values.OrderBy(n => n.Seq)
+            // Newest first, as QEMU lists them.
+            "query-named-block-nodes" => new JsonArray([.. g.Nodes.Values.OrderByDescending(n => n.Seq)
                 .Select(n => (JsonNode)new JsonObject { ["node-name"] = n.Name, ["drv"] = n.Driver, ["ro"] = n.ReadOnly })]),
             "query-block-exports" => new JsonArray([.. g.Exports.Values.OrderByDescending(e => e.Seq).Select(e => (JsonNode)new JsonObject
             {

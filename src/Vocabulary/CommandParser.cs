@@ -65,7 +65,7 @@ public static class CommandParser
                     new("tls-authz", FieldType.Str), new("max-connections", FieldType.Int)], a => new NbdServerStart(SchemaCheck.Canonical(a["addr"]))),
                 "nbd-server-stop" => Struct(args, "", [], _ => new NbdServerStop()),
                 "x-debug-query-block-graph" or "query-block-exports" => Struct(args, "", [], _ => new Query(name)),
-                "query-named-block-nodes" => Struct(args, "", [new("flat", FieldType.Bool)], _ => new Query(name)),
+                "query-named-block-nodes" => Struct(args, "", [new("flat", FieldType.Bool)], a => new Query(name, a.TryGetPropertyValue("flat", out var f) && f?.GetValue<bool>() == true)),
                 _ => ParseAction(name, args, ""),
             };
         }

@@ -45,6 +45,7 @@ public static class CommandWriter
             BlockdevSnapshot s => new JsonObject { ["node"] = s.Node, ["overlay"] = s.Overlay },
             BlockdevSnapshotSync s => SnapshotSync(s),
             BitmapCommand b => Bitmap(b),
+            Query { Flat: true } => new JsonObject { ["flat"] = true },
             Query => [],
             _ => throw new ArgumentException($"cannot write {c.Name}", nameof(c)),
         };

@@ -186,8 +186,8 @@ public sealed record BlockdevChange(string Parent, string? Child, string? Node) 
     public override string Name => "x-blockdev-change";
 }
 
-/// <summary>The query commands the model answers.</summary>
-public sealed record Query(string Command) : Command
+/// <summary>The query commands the model answers; <paramref name="Flat"/> is query-named-block-nodes' <c>flat</c> (no backing-image chains).</summary>
+public sealed record Query(string Command, bool Flat = false) : Command
 {
     /// <inheritdoc/>
     public override string Name => Command;

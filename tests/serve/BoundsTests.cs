@@ -1,3 +1,4 @@
+using Verified.Vocabulary;
 using Verified.Server.Daemon;
 using Verified.Server.Json;
 using Verified.Server.Qmp;

@@ -1,3 +1,4 @@
+using Verified.Vocabulary;
 using System.Text;
 using System.Text.Json.Nodes;
 using Verified.Server.Json;

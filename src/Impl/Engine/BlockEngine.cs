@@ -116,7 +116,7 @@ public sealed partial class BlockEngine : IDisposable
         lock (graphLock)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            if (command is Query q) return new Reply(Query(q.Command), null);
+            if (command is Query q) return new Reply(Query(q), null);
             using var drained = Io.Drain();
             var err = Dispatch(command);
             return err is null ? ReplyOk(command) : new Reply(null, err);

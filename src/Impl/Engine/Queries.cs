@@ -7,11 +7,10 @@ namespace Verified.Impl.Engine;
 /// <summary>Query replies in QEMU's shapes.</summary>
 public sealed partial class BlockEngine
 {
-    private JsonNode Query(string command) => command switch
+    private JsonNode Query(Query q) => q.Command switch
     {
         "x-debug-query-block-graph" => BlockGraph(),
-        "query-named-block-nodes" => new JsonArray([.. nodes.Values.OrderBy(n => n.Seq)
-            .Select(n => (JsonNode)new JsonObject { ["node-name"] = n.Name, ["drv"] = n.DriverName, ["ro"] = n.ReadOnly })]),
+        "query-named-block-nodes" => NamedBlockNodes(q.Flat),
         "query-block-exports" => new JsonArray([.. exports.Values.OrderByDescending(e => e.Seq).Select(e => (JsonNode)new JsonObject
         {
             ["type"] = "nbd", ["id"] = e.Id, ["node-name"] = e.Root?.Node.Name ?? "", ["shutting-down"] = false,

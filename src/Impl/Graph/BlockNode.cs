@@ -4,7 +4,11 @@ using Verified.Vocabulary;
 namespace Verified.Impl.Graph;
 
 /// <summary>A dirty bitmap's graph-visible state.</summary>
-public sealed record BitmapInfo(string Name, long Granularity, bool Enabled, bool Persistent);
+public sealed record BitmapInfo(string Name, long Granularity, bool Enabled, bool Persistent)
+{
+    /// <summary>Creation order among all bitmaps (listings show the newest first); kept by enable and disable.</summary>
+    public long Stamp { get; init; } = IO.BitmapStamps.Next();
+}
 
 /// <summary>
 /// A block driver node: mutable, with its parent and child lists in QEMU's order (newest first),

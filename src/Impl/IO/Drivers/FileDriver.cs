@@ -25,7 +25,7 @@ namespace Verified.Impl.IO;
 /// buffer, writes doing read-modify-write of the edge blocks under a range lock.</para>
 /// </remarks>
 [BlockDriverName("file")]
-public sealed partial class FileDriver : BlockDriver
+public sealed partial class FileDriver : BlockDriver, IAllocatedSize
 {
     /// <summary>The largest alignment O_DIRECT may need (QEMU's MAX_BLOCKSIZE, also the page size).</summary>
     public const int MaxAlignment = 4096;
@@ -67,8 +67,11 @@ public sealed partial class FileDriver : BlockDriver
         public int Fd => (int)Handle.DangerousGetHandle();
     }
 
+    /// <summary>QEMU's sector: node lengths are whole sectors (bs->total_sectors), a file's tail reads as zeroes.</summary>
+    private const long SectorBytes = 512;
+
     /// <inheritdoc/>
-    public override long Length => length;
+    public override long Length => (length + SectorBytes - 1) / SectorBytes * SectorBytes;
 
     /// <summary>Whether the file is open with O_DIRECT.</summary>
     public bool Direct => current?.Direct ?? false;
@@ -81,6 +84,15 @@ public sealed partial class FileDriver : BlockDriver
 
     /// <summary>The host file name.</summary>
     public string FileName => filename;
+
+    /// <inheritdoc/>
+    public long? AllocatedBytes
+    {
+        get
+        {
+            lock (stateLock) return current is { } d ? LinuxNative.AllocatedBytes(d.Fd) : null;
+        }
+    }
 
     /// <inheritdoc/>
     protected internal override QmpError? Open(EngineServices services)

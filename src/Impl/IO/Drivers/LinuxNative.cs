@@ -139,6 +139,22 @@ internal static partial class LinuxNative
         return *(uint*)(buf + modeOffset);
     }
 
+    /// <summary>Bytes the host has allocated for an open fd (st_blocks × 512), or null when it cannot be read on this architecture.</summary>
+    public static unsafe long? AllocatedBytes(int fd)
+    {
+        // st_blocks sits at offset 64 in struct stat on both x86-64 and arm64.
+        if (RuntimeInformation.ProcessArchitecture is not (Architecture.X64 or Architecture.Arm64)) return null;
+        byte* buf = stackalloc byte[StatBufferSize];
+        if (FstatNative(fd, buf) != 0) return null;
+        return *(long*)(buf + StatBlocksOffset) * StatBlockUnit;
+    }
+
+    /// <summary>st_blocks' offset in struct stat (x86-64 and arm64).</summary>
+    private const int StatBlocksOffset = 64;
+
+    /// <summary>st_blocks counts 512-byte units.</summary>
+    private const long StatBlockUnit = 512;
+
     /// <summary>The C library's text for an errno (strerror).</summary>
     public static string ErrnoText(int errno) => Marshal.GetPInvokeErrorMessage(errno);
 }

@@ -44,7 +44,7 @@ namespace Verified.Impl.IO;
 /// <para>The option <c>x-perm-scheme</c> is a permission rule (PermRules) and has no I/O effect.</para>
 /// </remarks>
 [BlockDriverName("copy-before-write")]
-public sealed class CopyBeforeWriteDriver : BlockDriver
+public sealed class CopyBeforeWriteDriver : BlockDriver, IHiddenBitmaps
 {
     /// <summary>QEMU's BLOCK_COPY_CLUSTER_SIZE_DEFAULT.</summary>
     public const long DefaultClusterSize = 64 * 1024;
@@ -68,6 +68,7 @@ public sealed class CopyBeforeWriteDriver : BlockDriver
     private long timeoutNs;
     private IClock clock = SystemClock.Instance;
     private bool writeFirst;
+    private long copyStamp, doneStamp, accessStamp;
 
     /// <summary>The copy granularity.</summary>
     public long ClusterSize => clusterSize;
@@ -112,7 +113,27 @@ public sealed class CopyBeforeWriteDriver : BlockDriver
         toCopy = new ClusterBitmap(clusters, true);
         access = new ClusterBitmap(clusters, true);
         done = new ClusterBitmap(clusters, false);
+        // QEMU creates them in this order: block-copy's bitmap on the source, then done and access on the filter.
+        (copyStamp, doneStamp, accessStamp) = (BitmapStamps.Next(), BitmapStamps.Next(), BitmapStamps.Next());
         return null;
+    }
+
+    /// <inheritdoc/>
+    public IEnumerable<HiddenBitmap> HiddenBitmaps
+    {
+        get
+        {
+            if (Primary is not { } source) return [];
+            lock (sync)
+            {
+                return
+                [
+                    new(source.Node, clusterSize, toCopy.PopCount() * clusterSize, copyStamp),
+                    new(Node, clusterSize, done.PopCount() * clusterSize, doneStamp),
+                    new(Node, clusterSize, access.PopCount() * clusterSize, accessStamp),
+                ];
+            }
+        }
     }
 
     private BlockNode Source => Primary?.Node ?? throw new BlockIOException(Errnos.EIO, $"'{Node.Name}' has no file child");

@@ -3,7 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
-namespace Verified.Server.Json;
+namespace Verified.Vocabulary;
 
 /// <summary>
 /// Writes values the way QEMU 7.2's monitor does, byte for byte: <c>{"k": v, "k2": v}</c>, members in
