@@ -221,7 +221,12 @@ public sealed partial class BlockEngine
             if (c.Bitmap.Length > BitmapNameLengthMax) return QmpError.Generic($"Bitmap name too long: {c.Bitmap}");
             var bm = new BitmapInfo(c.Bitmap, gran, !c.Disabled, c.Persistent);
             n.BitmapList.Add(bm);
-            tran.Add(abort: () => n.BitmapList.Remove(bm));
+            n.BitmapsChanged();
+            tran.Add(abort: () =>
+            {
+                n.BitmapList.Remove(bm);
+                n.BitmapsChanged();
+            });
             return null;
         }
         if (!Live(c.Node, out var node)) return QmpError.Generic($"Node '{c.Node}' not found");
@@ -232,11 +237,26 @@ public sealed partial class BlockEngine
         {
             case BitmapOp.Remove:
                 node.BitmapList.RemoveAt(i);
-                tran.Add(abort: () => node.BitmapList.Insert(i, old));
+                node.BitmapsChanged();
+                tran.Add(abort: () =>
+                {
+                    node.BitmapList.Insert(i, old);
+                    node.BitmapsChanged();
+                });
                 return null;
             case BitmapOp.Enable or BitmapOp.Disable:
                 node.BitmapList[i] = old with { Enabled = c.Op == BitmapOp.Enable };
-                tran.Add(abort: () => node.BitmapList[i] = old);
+                node.BitmapsChanged();
+                tran.Add(abort: () =>
+                {
+                    node.BitmapList[i] = old;
+                    node.BitmapsChanged();
+                });
+                return null;
+            case BitmapOp.Clear:
+                var cleared = old.Bits.Save();
+                old.Bits.Clear();
+                tran.Add(abort: () => old.Bits.Restore(cleared));
                 return null;
             case BitmapOp.Merge:
                 foreach (var src in c.Sources ?? ValueList<BitmapRef>.Empty)
@@ -245,6 +265,13 @@ public sealed partial class BlockEngine
                     if (!Live(sn, out var srcNode)) return QmpError.Generic($"Node '{sn}' not found");
                     if (!srcNode.BitmapList.Exists(b => b.Name == src.Name)) return QmpError.Generic($"Dirty bitmap '{src.Name}' not found");
                 }
+                var before = old.Bits.Save();
+                foreach (var src in c.Sources ?? ValueList<BitmapRef>.Empty)
+                {
+                    Live(src.Node ?? c.Node, out var srcNode);
+                    old.Bits.Merge(srcNode!.BitmapList.First(b => b.Name == src.Name).Bits);
+                }
+                tran.Add(abort: () => old.Bits.Restore(before));
                 return null;
             default:
                 return null;

@@ -18,7 +18,7 @@ public sealed partial class BlockNode
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None)
     {
         CheckRange(offset, data.Length);
-        return Driver.WriteAsync(offset, data, flags);
+        return Dirtying(Driver.WriteAsync(offset, data, flags), offset, data.Length);
     }
 
     /// <summary>Flushes.</summary>
@@ -28,14 +28,39 @@ public sealed partial class BlockNode
     public ValueTask DiscardAsync(long offset, long length)
     {
         CheckRange(offset, length);
-        return Driver.DiscardAsync(offset, length);
+        return Dirtying(Driver.DiscardAsync(offset, length), offset, length);
     }
 
     /// <summary>Writes zeroes over a range.</summary>
     public ValueTask WriteZeroesAsync(long offset, long length, WriteFlags flags = WriteFlags.None)
     {
         CheckRange(offset, length);
-        return Driver.WriteZeroesAsync(offset, length, flags);
+        return Dirtying(Driver.WriteZeroesAsync(offset, length, flags), offset, length);
+    }
+
+    /// <summary>Marks the recording bitmaps once the request has run, whatever its outcome (QEMU's bdrv_co_write_req_finish).</summary>
+    private ValueTask Dirtying(ValueTask request, long offset, long length)
+    {
+        var bitmaps = recording;
+        if (bitmaps.Length == 0) return request;
+        if (request.IsCompletedSuccessfully)
+        {
+            foreach (var b in bitmaps) b.Mark(offset, length);
+            return request;
+        }
+        return Slow(request, bitmaps, offset, length);
+
+        static async ValueTask Slow(ValueTask request, DirtyBits[] bitmaps, long offset, long length)
+        {
+            try
+            {
+                await request.ConfigureAwait(false);
+            }
+            finally
+            {
+                foreach (var b in bitmaps) b.Mark(offset, length);
+            }
+        }
     }
 
     private void CheckRange(long offset, long length)
