@@ -27,10 +27,11 @@ public static class Program
               qemu-img bench on Verified's engine: same flags, defaults, error texts, output and exit codes.
           serve [--qmp stdio|unix:PATH]... [--blockdev JSON|K=V,...]... [--object ...] [--nbd-server ...]
                 [--export ...] [--chardev socket,path=PATH,server=on,wait=off,id=ID --monitor chardev=ID]
-                [--pidfile PATH]
+                [--pidfile PATH] [--daemonize]
               A QMP daemon speaking QEMU 7.2's protocol, a drop-in for qemu-storage-daemon's block graph.
               Startup options run in order as QMP commands; exits on quit, SIGTERM, SIGINT (or stdin EOF
-              with --qmp stdio), flushing and closing every image.
+              with --qmp stdio), flushing and closing every image. --daemonize returns once the
+              daemon serves (exit 0) or failed to start (its error, exit 1), as qemu-storage-daemon's.
           graph (--qmp unix:PATH | SCENARIO.jsonl) [--out FILE.dot|FILE.svg]
               Render a running daemon's graph, or a scenario's final graph, as Graphviz DOT (SVG
               through Graphviz's dot when installed): nodes with driver and name, edges with child

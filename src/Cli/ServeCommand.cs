@@ -10,6 +10,7 @@ internal static class ServeCommand
     public static int Run(string[] args)
     {
         var options = ServeOptions.Parse(args);
+        if (options.Daemonize && !Daemonizer.IsChild) return Daemonizer.RunParent(["serve", .. args], Console.Error);
         using var stop = new CancellationTokenSource();
         // SIGTERM and SIGINT end the daemon the clean way (flush and close), not by killing the process.
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
@@ -33,6 +34,7 @@ internal static class ServeCommand
                 await Console.Error.WriteLineAsync($"verified serve: {err}").ConfigureAwait(false);
                 return 1;
             }
+            if (options.Daemonize) Daemonizer.Detach();
             await daemon.RunAsync(stop).ConfigureAwait(false);
         }
         return 0;

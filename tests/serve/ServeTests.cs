@@ -147,6 +147,59 @@ public class ServeTests
         Assert.False(File.Exists(Path.Combine(tmp, "qmp.sock")));
     }
 
+    /// <summary>--daemonize: the command returns 0 once the daemon serves; the daemon runs on as another process until quit.</summary>
+    [Fact]
+    public void Daemonize_returns_once_the_daemon_serves_and_it_runs_on_detached()
+    {
+        var tmp = Peer.NewTmp("serve-daemonize.");
+        var sock = Path.Combine(tmp, "qmp.sock");
+        var pidFile = Path.Combine(tmp, "pid");
+        using var peer = Peer.StartVerifiedProcess(tmp, ["--daemonize", "--pidfile", pidFile, "--qmp", $"unix:{sock}",
+            "--blockdev", "{\"driver\": \"null-co\", \"node-name\": \"n\"}"]);
+        Assert.True(peer.Process!.WaitForExit(30_000));
+        Assert.Equal(0, peer.Process.ExitCode);
+        // Serving already: the socket listens and the pid file names the daemon, not the command.
+        Assert.True(File.Exists(sock));
+        int pid = int.Parse(File.ReadAllText(pidFile).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        try
+        {
+            Assert.NotEqual(peer.Process.Id, pid);
+            using (var c = QmpClient.Connect(sock))
+            {
+                c.Negotiate();
+                Assert.Contains("\"node-name\": \"n\"", c.ExecuteRaw("query-named-block-nodes"), StringComparison.Ordinal);
+                Assert.Equal("{\"return\": {}}", c.ExecuteRaw("quit"));
+            }
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (Directory.Exists($"/proc/{pid}") && DateTime.UtcNow < deadline) Thread.Sleep(20);
+            Assert.False(Directory.Exists($"/proc/{pid}"), "the daemon did not exit after quit");
+            Assert.False(File.Exists(sock));
+        }
+        finally
+        {
+            // A detached daemon must not outlive a failed test.
+            if (Directory.Exists($"/proc/{pid}")) System.Diagnostics.Process.GetProcessById(pid).Kill();
+        }
+    }
+
+    /// <summary>
+    /// --daemonize with a failing startup option: the command relays the daemon's error and exits 1; with a
+    /// stdio monitor it is a usage error (exit 2, as every bad command line of verified); nothing is left serving.
+    /// </summary>
+    [Theory]
+    [InlineData("--blockdev", "{\"driver\": \"null-co\", \"node-name\": \"1x\"}", "--blockdev: Invalid node-name: '1x'", 1)]
+    [InlineData("--qmp", "stdio", "cannot use stdio with --daemonize", 2)]
+    public void Daemonize_reports_a_startup_failure(string option, string value, string text, int exitCode)
+    {
+        var tmp = Peer.NewTmp("serve-daemonize-fail.");
+        var sock = Path.Combine(tmp, "qmp.sock");
+        using var peer = Peer.StartVerifiedProcess(tmp, ["--daemonize", "--qmp", $"unix:{sock}", option, value]);
+        Assert.True(peer.Process!.WaitForExit(30_000));
+        Assert.Equal(exitCode, peer.Process.ExitCode);
+        Assert.Contains(text, peer.Process.StandardError.ReadToEnd(), StringComparison.Ordinal);
+        Assert.False(File.Exists(sock));
+    }
+
     /// <summary>quit: the reply arrives, then the process exits 0, its images closed (their locks released) and its socket removed.</summary>
     [Fact]
     public void Quit_replies_then_the_daemon_exits_cleanly()

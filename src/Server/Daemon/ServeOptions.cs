@@ -33,6 +33,9 @@ public sealed class ServeOptions
     /// <summary>Where to write the daemon's pid once it serves (qemu-storage-daemon's --pidfile), or null.</summary>
     public string? PidFile { get; private set; }
 
+    /// <summary>Detach once serving, the parent exiting 0 then (qemu-storage-daemon's --daemonize).</summary>
+    public bool Daemonize { get; private set; }
+
     /// <summary>Commands to run before serving, in order.</summary>
     public IReadOnlyList<StartupCommand> Startup => startup;
 
@@ -60,12 +63,13 @@ public sealed class ServeOptions
                 case "--chardev": o.AddChardev(Value()); break;
                 case "--monitor": o.AddMonitor(Value()); break;
                 case "--pidfile": o.PidFile = Value(); break;
-                case "--daemonize": throw new ArgumentException("--daemonize is not supported: start verified serve in the background and wait for its socket or --pidfile");
+                case "--daemonize": o.Daemonize = true; break;
                 default: throw new ArgumentException($"unknown option '{args[i]}'");
             }
         }
         if (o.monitors.Count == 0) throw new ArgumentException("no monitor: give --qmp stdio, --qmp unix:PATH, or --chardev with --monitor");
         if (o.monitors.Count(m => m.IsStdio) > 1) throw new ArgumentException("only one monitor can use stdio");
+        if (o.Daemonize && o.monitors.Any(m => m.IsStdio)) throw new ArgumentException("cannot use stdio with --daemonize");
         return o;
     }
 
