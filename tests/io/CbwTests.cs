@@ -229,7 +229,11 @@ public sealed class CbwTests
         var f = await SetupAsync(""","cbw-timeout":2""");
         f.Tgt!.Hook = async (op, _, _) =>
         {
-            if (op == MemoryOp.Write) await f.Clock.WaitUntilAsync(f.Clock.NowNs + 10 * Second);
+            if (op != MemoryOp.Write) return;
+            // Wait for cbw's timeout to be armed first: otherwise a slow machine lets the pump advance the
+            // clock to this copy's end before the timeout exists, and the copy never times out.
+            await WaitForAsync(() => f.Clock.WaiterCount >= 1);
+            await f.Clock.WaitUntilAsync(10 * Second);
         };
         var cbw = f.E.FindNode("cbw")!;
         BlockIOException? err = null;
@@ -252,7 +256,11 @@ public sealed class CbwTests
         var f = await SetupAsync(""","cbw-timeout":2,"on-cbw-error":"break-snapshot" """);
         f.Tgt!.Hook = async (op, _, _) =>
         {
-            if (op == MemoryOp.Write) await f.Clock.WaitUntilAsync(f.Clock.NowNs + 10 * Second);
+            if (op != MemoryOp.Write) return;
+            // Wait for cbw's timeout to be armed first: otherwise a slow machine lets the pump advance the
+            // clock to this copy's end before the timeout exists, and the copy never times out.
+            await WaitForAsync(() => f.Clock.WaiterCount >= 1);
+            await f.Clock.WaitUntilAsync(10 * Second);
         };
         var cbw = f.E.FindNode("cbw")!;
         await PumpAsync(f.Clock, async () => await cbw.WriteAsync(Cluster, new byte[100]));
