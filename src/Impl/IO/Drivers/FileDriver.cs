@@ -374,20 +374,45 @@ public sealed partial class FileDriver : BlockDriver, IAllocatedSize
         if (end > fileLength && offset + data.Length <= fileLength) RandomAccess.SetLength(d.Handle, fileLength);
     }
 
-    private Task WriteChecked(Descriptor d, long offset, ReadOnlyMemory<byte> data) => Offload(() =>
+    /// <summary>
+    /// Largest buffered (not O_DIRECT) request served on the caller's thread: a write into the page cache,
+    /// or a read the page cache already holds, is a copy in memory, cheaper than handing it to a worker.
+    /// </summary>
+    public const int InlineBufferedMax = 64 * 1024;
+
+    private ValueTask WriteChecked(Descriptor d, long offset, ReadOnlyMemory<byte> data)
+    {
+        if (!d.Direct && data.Length <= InlineBufferedMax)
+        {
+            WriteNow(d, offset, data.Span);
+            return ValueTask.CompletedTask;
+        }
+        return new ValueTask(Offload(() => WriteNow(d, offset, data.Span)));
+    }
+
+    private void WriteNow(Descriptor d, long offset, ReadOnlySpan<byte> data)
     {
         try
         {
-            RandomAccess.Write(d.Handle, data.Span, offset);
+            RandomAccess.Write(d.Handle, data, offset);
         }
         catch (IOException e) when (e is not BlockIOException)
         {
             throw DriverOptions.IOError(DriverOptions.ErrnoOf(e), $"write to '{filename}'");
         }
-    });
+    }
 
     /// <summary>Reads the whole range; what lies past the end of the file reads as zeroes (the block layer's zero fill after a short read).</summary>
-    private Task ReadFull(Descriptor d, long offset, Memory<byte> buffer) => Offload(() =>
+    private ValueTask ReadFull(Descriptor d, long offset, Memory<byte> buffer)
+    {
+        // Served from the page cache on this thread when it holds all of it; anything else (a miss, a
+        // short read at the end of the file) goes to a worker, which waits for the device and zero-fills.
+        if (!d.Direct && buffer.Length <= InlineBufferedMax && LinuxNative.ReadCached(d.Fd, buffer.Span, offset) == buffer.Length)
+            return ValueTask.CompletedTask;
+        return new ValueTask(Offload(() => ReadNow(d, offset, buffer)));
+    }
+
+    private void ReadNow(Descriptor d, long offset, Memory<byte> buffer)
     {
         var span = buffer.Span;
         int done = 0;
@@ -407,7 +432,7 @@ public sealed partial class FileDriver : BlockDriver, IAllocatedSize
             throw DriverOptions.IOError(DriverOptions.ErrnoOf(e), $"read from '{filename}'");
         }
         span[done..].Clear();
-    });
+    }
 
     /// <summary>
     /// Runs a blocking system call on the thread pool, like QEMU's aio=threads worker pool. PreferFairness

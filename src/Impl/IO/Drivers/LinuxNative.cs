@@ -93,6 +93,39 @@ internal static partial class LinuxNative
     [LibraryImport(Libc, EntryPoint = "fstat", SetLastError = true)]
     private static unsafe partial int FstatNative(int fd, byte* buf);
 
+    [LibraryImport(Libc, EntryPoint = "preadv2", SetLastError = true)]
+    private static unsafe partial nint Preadv2Native(int fd, IoVec* iov, int iovcnt, long offset, int flags);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private unsafe struct IoVec
+    {
+        public byte* Base;
+        public nuint Length;
+    }
+
+    /// <summary>preadv2's flag: fail with EAGAIN rather than wait for the device (data not in the page cache).</summary>
+    private const int RWF_NOWAIT = 0x8;
+
+    private static int noWaitUnsupported;
+
+    /// <summary>
+    /// Reads from the page cache only (preadv2 with RWF_NOWAIT): the bytes read, or -errno (EAGAIN when
+    /// the data would need the device). Once the kernel says the flag is unsupported, returns -ENOTSUP without asking again.
+    /// </summary>
+    public static unsafe int ReadCached(int fd, Span<byte> buffer, long offset)
+    {
+        if (Volatile.Read(ref noWaitUnsupported) != 0) return -Errnos.ENOTSUP;
+        fixed (byte* p = buffer)
+        {
+            var iov = new IoVec { Base = p, Length = (nuint)buffer.Length };
+            nint r = Preadv2Native(fd, &iov, 1, offset, RWF_NOWAIT);
+            if (r >= 0) return (int)r;
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno is ENOSYS or Errnos.ENOTSUP or Errnos.EINVAL) Volatile.Write(ref noWaitUnsupported, 1);
+            return -errno;
+        }
+    }
+
     /// <summary>open(2); returns the fd or -errno.</summary>
     public static int Open(string path, int flags)
     {
