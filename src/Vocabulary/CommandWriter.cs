@@ -46,8 +46,33 @@ public static class CommandWriter
             BlockdevSnapshotSync s => SnapshotSync(s),
             BitmapCommand b => Bitmap(b),
             Query => [],
+            Jobs.BlockdevBackup b => Backup(b),
+            Jobs.JobCommand j => Job(j),
             _ => throw new ArgumentException($"cannot write {c.Name}", nameof(c)),
         };
+    }
+
+    private static JsonObject Backup(Jobs.BlockdevBackup b)
+    {
+        var o = new JsonObject();
+        if (b.JobId is not null) o["job-id"] = b.JobId;
+        o["device"] = b.Device;
+        o["target"] = b.Target;
+        o["sync"] = b.Sync;
+        if (b.Bitmap is not null) o["bitmap"] = b.Bitmap;
+        if (b.Speed is { } speed) o["speed"] = speed;
+        if (!b.AutoFinalize) o["auto-finalize"] = false;
+        if (!b.AutoDismiss) o["auto-dismiss"] = false;
+        if (b.FilterNodeName is not null) o["filter-node-name"] = b.FilterNodeName;
+        return o;
+    }
+
+    private static JsonObject Job(Jobs.JobCommand j)
+    {
+        var o = new JsonObject { [j.IsBlockJobCommand && j.Command is not "block-job-finalize" and not "block-job-dismiss" ? "device" : "id"] = j.Id };
+        if (j.Verb == Jobs.JobVerb.SetSpeed) o["speed"] = j.Speed;
+        if (j.Force) o["force"] = true;
+        return o;
     }
 
     private static JsonObject Change(BlockdevChange b)

@@ -16,6 +16,7 @@ public sealed partial class BlockEngine
         {
             ["type"] = "nbd", ["id"] = e.Id, ["node-name"] = e.Root?.Node.Name ?? "", ["shutting-down"] = false,
         })]),
+        "query-jobs" or "query-block-jobs" => JobQuery(command),
         _ => new JsonArray(),
     };
 
@@ -41,6 +42,11 @@ public sealed partial class BlockEngine
         {
             nodeList.Add(new JsonObject { ["id"] = Id(r), ["type"] = "block-backend", ["name"] = r.GraphName });
             if (r.Root is { } root) Edge(r, root);
+        }
+        foreach (var j in jobs.Values.OrderByDescending(j => j.Seq))
+        {
+            nodeList.Add(new JsonObject { ["id"] = Id(j), ["type"] = "block-job", ["name"] = j.Id });
+            foreach (var c in j.Edges) Edge(j, c);
         }
         foreach (var n in nodes.Values.OrderBy(n => n.Seq))
         {

@@ -111,9 +111,10 @@ public sealed partial class QmpDispatcher : IDisposable
                 // A value of a shape the command parser did not foresee: answer, never crash the daemon.
                 reply = new Reply(null, QmpError.Generic($"Invalid parameter: {e.Message}"));
             }
-            events = reply.IsOk ? EventsBetween(before, Snapshot()) : [];
+            events = [.. JobEvents(), .. reply.IsOk ? EventsBetween(before, Snapshot()) : []];
         }
         Deliver([.. events.Where(e => !IsLate(e))]);
+        KickJobs();
         return (reply, [.. events.Where(IsLate)]);
     }
 
@@ -133,7 +134,13 @@ public sealed partial class QmpDispatcher : IDisposable
     }
 
     /// <inheritdoc/>
-    public void Dispose() => quit.Dispose();
+    public void Dispose()
+    {
+        Task? r;
+        lock (runnerLock) r = runner;
+        r?.Wait();
+        quit.Dispose();
+    }
 
     private sealed class Unsubscriber(Action dispose) : IDisposable
     {

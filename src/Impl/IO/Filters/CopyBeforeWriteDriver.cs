@@ -422,17 +422,30 @@ public sealed class CopyBeforeWriteDriver : BlockDriver
         if (to > from) await target.DiscardAsync(from, to - from).ConfigureAwait(false);
     }
 
-    private static string ErrnoText(int errno) => errno switch
+    private static string ErrnoText(int errno) => Errnos.Strerror(errno);
+
+    /// <summary>The number of clusters of the source (the job's unit of work).</summary>
+    public long ClusterCount
     {
-        Errnos.EIO => "Input/output error",
-        Errnos.EINVAL => "Invalid argument",
-        Errnos.ENOSPC => "No space left on device",
-        Errnos.EPERM => "Operation not permitted",
-        Errnos.ENOTSUP => "Operation not supported",
-        Errnos.ETIMEDOUT => "Connection timed out",
-        EACCES => "Permission denied",
-        _ => "errno " + errno.ToString(CultureInfo.InvariantCulture),
-    };
+        get
+        {
+            lock (sync) return toCopy.Count;
+        }
+    }
+
+    /// <summary>
+    /// The backup job's copy of one cluster (backup.c's loop over <c>block_copy</c>): copied unless the
+    /// filter already did (or is doing) it, each cluster at most once. Returns 0 or an errno.
+    /// </summary>
+    internal ValueTask<int> CopyClusterForJobAsync(long cluster)
+    {
+        lock (sync)
+        {
+            if (cluster < 0 || cluster >= toCopy.Count) throw new ArgumentOutOfRangeException(nameof(cluster));
+            if (!toCopy[cluster] && !inflight.ContainsKey(cluster)) return ValueTask.FromResult(0);
+        }
+        return new ValueTask<int>(CopyClustersAsync(cluster, cluster + 1));
+    }
 
     private sealed class FrozenRead(long start, long end)
     {

@@ -1,0 +1,308 @@
+using System.Text.Json.Nodes;
+using Verified.Impl.Graph;
+using Verified.Impl.Jobs;
+using Verified.Vocabulary;
+using Verified.Vocabulary.Jobs;
+
+namespace Verified.Impl.Engine;
+
+/// <summary>
+/// Block jobs: blockdev-backup (a command and a transaction action), the job verbs, their queries, and
+/// running jobs. Jobs advance only when <see cref="RunJobs"/> is called — by the QMP daemon's background
+/// runner, or by a test or the oracle — so every run is reproducible.
+/// </summary>
+public sealed partial class BlockEngine
+{
+    private readonly Dictionary<string, BlockJob> jobs = new(StringComparer.Ordinal);
+    private readonly List<JobEvent> jobEvents = [];
+
+    /// <summary>Every job, newest first (QEMU's job list order).</summary>
+    public IReadOnlyList<BlockJob> Jobs
+    {
+        get
+        {
+            lock (graphLock) return [.. jobs.Values.OrderByDescending(j => j.Seq)];
+        }
+    }
+
+    /// <summary>The job events sent since the last call, oldest first; the caller delivers them.</summary>
+    public IReadOnlyList<JobEvent> TakeJobEvents()
+    {
+        lock (graphLock)
+        {
+            var list = jobEvents.ToList();
+            jobEvents.Clear();
+            return list;
+        }
+    }
+
+    /// <summary>Whether some job would advance if <see cref="RunJobs"/> were called.</summary>
+    public bool HasRunnableJobs
+    {
+        get
+        {
+            lock (graphLock) return jobs.Values.Any(Runnable);
+        }
+    }
+
+    private static bool Runnable(BlockJob j) => j.Status == JobStatus.Running && !j.UserPaused && j.HasWork;
+
+    /// <summary>
+    /// Runs every runnable job, oldest first, to its next state: its work done (or failed), it moves on as
+    /// QEMU's job_completed does (waiting, pending, and with auto-finalize on to concluded, with
+    /// auto-dismiss on to null). Returns the number of jobs that moved.
+    /// </summary>
+    public int RunJobs()
+    {
+        lock (graphLock)
+        {
+            ObjectDisposedException.ThrowIf(disposed, this);
+            int moved = 0;
+            foreach (var job in jobs.Values.OrderBy(j => j.Seq).ToList())
+            {
+                if (!Runnable(job) || !job.Work()) continue;
+                moved++;
+                Completed(job);
+            }
+            return moved;
+        }
+    }
+
+    /// <summary><c>job_completed</c>: a failed job aborts; a successful one waits, then is pending, then finalizes if it may.</summary>
+    private void Completed(BlockJob job)
+    {
+        if (job.Error is not null)
+        {
+            job.Move(JobStatus.Aborting);
+            FinalizeJob(job);
+            return;
+        }
+        job.Move(JobStatus.Waiting);
+        job.Move(JobStatus.Pending);
+        if (job.AutoFinalize) FinalizeJob(job);
+        else job.Emit("BLOCK_JOB_PENDING", new JsonObject { ["type"] = job.Type, ["id"] = job.Id });
+    }
+
+    /// <summary><c>job_finalize_single</c>: clean up (edges and filter go), send the end event, conclude, dismiss if automatic.</summary>
+    private void FinalizeJob(BlockJob job)
+    {
+        if (job.Cancelled && job.Status != JobStatus.Aborting) job.Move(JobStatus.Aborting);
+        CleanJob(job);
+        job.Emit(job.Cancelled ? "BLOCK_JOB_CANCELLED" : "BLOCK_JOB_COMPLETED", job.EndInfo());
+        job.Move(JobStatus.Concluded);
+        if (job.AutoDismiss) DismissJob(job);
+    }
+
+    private void DismissJob(BlockJob job)
+    {
+        job.Move(JobStatus.Null);
+        jobs.Remove(job.Id);
+    }
+
+    /// <summary>backup_clean: the job's edges go (each node refreshed, loosening), then its filter is dropped.</summary>
+    private void CleanJob(BlockJob job)
+    {
+        foreach (var e in job.Edges.ToList()) DetachAndRelease(e);
+        job.Edges.Clear();
+        if (job.Filter is not { } filter) return;
+        job.Filter = null;
+        if (filter.Deleted) return;
+        var tran = new UndoLog(Services.Mutation);
+        var below = filter.Child("file")!.Node;
+        ReplaceNode(tran, filter, below, []);
+        var err = Rules.Refresher.Refresh([below], tran);
+        // Parents that were fine on the filter are fine on what it filtered: it asked for more, never less.
+        System.Diagnostics.Debug.Assert(err is null, $"dropping {filter.Name} failed: {err}");
+        if (err is null) tran.Commit();
+        else tran.Abort();
+        if (!filter.Deleted && filter.RefCount == 0) Delete(filter);
+    }
+
+    /// <summary>
+    /// A drained section as running jobs see it: QEMU 7.2 pauses every running job whose nodes are drained
+    /// (all of them for <c>bdrv_drain_all</c>, <paramref name="below"/> and what lies above it otherwise)
+    /// and resumes it when the section ends, which clients see as a pause and a resume.
+    /// </summary>
+    private void DrainBlip(BlockNode? below)
+    {
+        foreach (var job in jobs.Values.OrderBy(j => j.Seq))
+        {
+            if (job.UserPaused || job.Status is not (JobStatus.Running or JobStatus.Ready)) continue;
+            if (below is not null && !job.Edges.Exists(e => Reaches(e.Node, below))) continue;
+            var status = job.Status;
+            job.Move(status == JobStatus.Ready ? JobStatus.Standby : JobStatus.Paused);
+            job.Move(status);
+        }
+    }
+
+    /// <summary>qmp_transaction's <c>bdrv_drain_all</c> before any action, as jobs see it; never fails.</summary>
+    private QmpError? DrainAll()
+    {
+        DrainBlip(null);
+        return null;
+    }
+
+    /// <summary>A job command (verbs on an existing job); QEMU's lookup errors, then its checks in order.</summary>
+    private QmpError? JobVerbCommand(JobCommand c)
+    {
+        if (!jobs.TryGetValue(c.Id, out var job))
+            return c.IsBlockJobCommand ? new QmpError(ErrorClass.DeviceNotActive, $"Block job '{c.Id}' not found") : QmpError.Generic("Job not found");
+        switch (c.Verb)
+        {
+            case JobVerb.Pause:
+                if (job.Refusal(JobVerb.Pause) is { } np) return np;
+                if (job.UserPaused) return QmpError.Generic("Job is already paused");
+                job.UserPaused = true;
+                if (job.Status == JobStatus.Running) job.Move(JobStatus.Paused);
+                else if (job.Status == JobStatus.Ready) job.Move(JobStatus.Standby);
+                return null;
+            case JobVerb.Resume:
+                if (!job.UserPaused) return QmpError.Generic("Can't resume a job that was not paused");
+                if (job.Refusal(JobVerb.Resume) is { } nr) return nr;
+                Resume(job);
+                return null;
+            case JobVerb.SetSpeed:
+                if (job.Refusal(JobVerb.SetSpeed) is { } ns) return ns;
+                if (c.Speed < 0) return QmpError.Generic("Parameter 'speed' expects a non-negative value");
+                job.Speed = c.Speed;
+                return null;
+            case JobVerb.Cancel:
+                if (job.Refusal(JobVerb.Cancel) is { } nc) return nc;
+                if (job.UserPaused) Resume(job);
+                job.Cancelled = true;
+                job.Error = "Operation canceled";
+                FinalizeJob(job);
+                return null;
+            case JobVerb.Complete:
+                // Only a ready job takes complete, and backup never becomes ready.
+                return job.Refusal(JobVerb.Complete) ?? QmpError.Generic($"The active block job '{job.Id}' cannot be completed");
+            case JobVerb.Finalize:
+                if (job.Refusal(JobVerb.Finalize) is { } nf) return nf;
+                FinalizeJob(job);
+                return null;
+            case JobVerb.Dismiss:
+                if (job.Refusal(JobVerb.Dismiss) is { } nd) return nd;
+                DismissJob(job);
+                return null;
+            default:
+                return job.Refusal(c.Verb) ?? QmpError.Generic("Job type does not support change");
+        }
+    }
+
+    private static void Resume(BlockJob job)
+    {
+        job.UserPaused = false;
+        if (job.Status == JobStatus.Paused) job.Move(JobStatus.Running);
+        else if (job.Status == JobStatus.Standby) job.Move(JobStatus.Ready);
+    }
+
+    /// <summary>
+    /// blockdev-backup's prepare, in QEMU 7.2's order (blockdev_backup_prepare, do_backup_common,
+    /// backup_job_create, block_job_create): lookups, bitmap checks, same node, op blockers, sizes, the
+    /// filter inserted above the source (parents move onto it unless a cycle would form), the job and
+    /// its edges. The job starts when the transaction commits; an abort removes it and the filter.
+    /// </summary>
+    private QmpError? Backup(UndoLog tran, BlockdevBackup b)
+    {
+        if (!Live(b.Device, out var source)) return QmpError.Generic($"Cannot find device='{b.Device}' nor node-name='{b.Device}'");
+        if (!Live(b.Target, out var target)) return QmpError.Generic($"Cannot find device='{b.Target}' nor node-name='{b.Target}'");
+        // blockdev_backup_prepare drains the source until the transaction's clean phase.
+        DrainBlip(source);
+        if (b.Sync is "incremental" or "bitmap" && b.Bitmap is null) return QmpError.Generic($"must provide a valid bitmap name for '{b.Sync}' sync mode");
+        if (b.Bitmap is not null)
+        {
+            if (!source.BitmapList.Exists(x => x.Name == b.Bitmap)) return QmpError.Generic($"Bitmap '{b.Bitmap}' could not be found");
+            if (b.Sync != "incremental") return QmpError.Generic("Bitmap sync mode must be given when providing a bitmap");
+        }
+        if (source == target) return QmpError.Generic("Source and target cannot be the same");
+        if ((JobBlocker(source) ?? JobBlocker(target)) is { } busy) return busy;
+        if (source.Length != target.Length) return QmpError.Generic("Source and target image have different sizes");
+        var filter = InsertBackupFilter(tran, source, target, b.FilterNodeName);
+        if (filter.Error is not null) return filter.Error;
+        var id = b.JobId ?? "";
+        if (!Names.IsWellFormed(id)) return QmpError.Generic($"Invalid job ID '{id}'");
+        if (jobs.ContainsKey(id)) return QmpError.Generic($"Job ID '{id}' already in use");
+        var job = new BackupJob(id, NextSeq(), b.AutoFinalize, b.AutoDismiss, b.Speed ?? 0, b.Sync, jobEvents.Add) { Len = source.Length };
+        jobs.Add(id, job);
+        job.Move(JobStatus.Created);
+        tran.Add(abort: () =>
+        {
+            if (job.Status == JobStatus.Null) return; // failed early (below)
+            // job_cancel_sync on a job that never started: it aborts, concludes and goes.
+            job.Cancelled = true;
+            job.Move(JobStatus.Aborting);
+            job.Move(JobStatus.Concluded);
+            job.Move(JobStatus.Null);
+            jobs.Remove(id);
+        });
+        if (b.Speed < 0)
+        {
+            // block_job_create's set_speed fails: job_early_fail takes the created job straight to null.
+            DismissJob(job);
+            return QmpError.Generic("Parameter 'speed' expects a non-negative value");
+        }
+        job.Filter = filter.Node;
+        AttachJobEdge(tran, job, "main node", filter.Node!);
+        AttachJobEdge(tran, job, "target", target);
+        // bdrv_root_attach_child refreshes the node: the filter now has a parent, which changes what it takes below.
+        if (Rules.Refresher.Refresh([filter.Node!, target], tran) is { } perr) return perr;
+        // The job starts at commit; the transaction's drained section then ends, which QEMU 7.2 shows as a pause and a resume.
+        tran.Add(abort: null, commit: () =>
+        {
+            job.Move(JobStatus.Running);
+            job.Move(JobStatus.Paused);
+            job.Move(JobStatus.Running);
+        });
+        return null;
+    }
+
+    /// <summary>bdrv_cbw_append: open the filter over the source and target, then move the source's parents onto it.</summary>
+    private (BlockNode? Node, QmpError? Error) InsertBackupFilter(UndoLog tran, BlockNode source, BlockNode target, string? nodeName)
+    {
+        var spec = new JsonObject
+        {
+            ["driver"] = "copy-before-write", ["file"] = source.Name, ["target"] = target.Name,
+            // QEMU 7.2's filter: no restriction on the source until it has parents (DECISIONS.md 2).
+            ["x-perm-scheme"] = "upstream",
+        };
+        if (nodeName is not null) spec["node-name"] = nodeName;
+        var (opts, perr) = BlockdevSchema.Parse(spec);
+        if (perr is not null) return (null, perr);
+        var (node, err) = Open(tran, opts!, null, false);
+        err ??= Rules.Refresher.Refresh([node!], tran);
+        if (err is not null) return (null, err with { Desc = "Could not create node: " + err.Desc });
+        ReplaceNode(tran, source, node!, []);
+        err = Rules.Refresher.Refresh([node!], tran);
+        return err is null ? (node, null) : (null, err with { Desc = "Could not replace node: " + err.Desc });
+    }
+
+    private BdrvChild AttachJobEdge(UndoLog tran, BlockJob job, string name, BlockNode node)
+    {
+        // block_job_add_bdrv: the job takes nothing and shares everything, so this cannot conflict.
+        var edge = new BdrvChild(NextSeq(), job, name, node, Role.None) { Perm = Perm.None, Shared = Perm.All };
+        node.ParentList.Add(edge);
+        node.RefCount++;
+        job.Edges.Insert(0, edge);
+        tran.Add(abort: () =>
+        {
+            node.ParentList.Remove(edge);
+            node.RefCount--;
+            job.Edges.Remove(edge);
+        });
+        return edge;
+    }
+
+    /// <summary>A job's op blocker on a node it holds: QEMU's text for every blocked operation.</summary>
+    private static QmpError? JobBlocker(BlockNode n)
+    {
+        foreach (var e in n.Parents)
+        {
+            if (e.Parent is BlockJob j) return QmpError.Generic($"Node '{n.Name}' is busy: block device is in use by block job: {j.Type}");
+        }
+        return null;
+    }
+
+    private JsonArray JobQuery(string command) => command == "query-jobs"
+        ? new JsonArray([.. jobs.Values.OrderByDescending(j => j.Seq).Select(j => (JsonNode)j.JobInfo())])
+        : new JsonArray([.. jobs.Values.OrderByDescending(j => j.Seq).Select(j => (JsonNode)j.BlockJobInfo())]);
+}
