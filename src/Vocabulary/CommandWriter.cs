@@ -48,6 +48,7 @@ public static class CommandWriter
             Query => [],
             Jobs.BlockdevBackup b => Backup(b),
             Jobs.JobCommand j => Job(j),
+            Jobs.BlockdevMirror m => Mirror(m),
             _ => throw new ArgumentException($"cannot write {c.Name}", nameof(c)),
         };
     }
@@ -64,6 +65,20 @@ public static class CommandWriter
         if (!b.AutoFinalize) o["auto-finalize"] = false;
         if (!b.AutoDismiss) o["auto-dismiss"] = false;
         if (b.FilterNodeName is not null) o["filter-node-name"] = b.FilterNodeName;
+        return o;
+    }
+
+    private static JsonObject Mirror(Jobs.BlockdevMirror m)
+    {
+        var o = new JsonObject();
+        if (m.JobId is not null) o["job-id"] = m.JobId;
+        o["device"] = m.Device;
+        o["target"] = m.Target;
+        o["sync"] = m.Sync;
+        if (m.Speed is { } speed) o["speed"] = speed;
+        if (!m.AutoFinalize) o["auto-finalize"] = false;
+        if (!m.AutoDismiss) o["auto-dismiss"] = false;
+        if (m.FilterNodeName is not null) o["filter-node-name"] = m.FilterNodeName;
         return o;
     }
 

@@ -84,7 +84,8 @@ public sealed partial class BlockEngine
         if (!Live(name, out var node)) return QmpError.Generic($"Failed to find node with node-name='{name}'");
         foreach (var e in node.ParentList)
         {
-            if (e.Parent is DeviceParent or ExportParent) return QmpError.Generic($"Node {name} is in use");
+            // Any BlockBackend: a device's, an export's, a mirror job's on its target.
+            if (e.Parent is RootParent) return QmpError.Generic($"Node {name} is in use");
         }
         var busy = JobBlocker(node) ?? Blocker(node);
         if (busy is not null) return busy;

@@ -145,6 +145,7 @@ public sealed partial class BlockEngine : IDisposable
         BlockdevChange b => Change(b),
         BlockdevBackup => DrainAll() ?? RunTransaction([c], false),
         JobCommand j => JobVerbCommand(j),
+        BlockdevMirror m => Mirror(m),
         _ => new QmpError(ErrorClass.CommandNotFound, $"The command {c.Name} has not been found"),
     };
 

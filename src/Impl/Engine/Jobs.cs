@@ -45,7 +45,7 @@ public sealed partial class BlockEngine
         }
     }
 
-    private static bool Runnable(BlockJob j) => j.Status == JobStatus.Running && !j.UserPaused && j.HasWork;
+    private static bool Runnable(BlockJob j) => j.CompletionPending || (j.Status == JobStatus.Running && !j.UserPaused && j.HasWork);
 
     /// <summary>
     /// Runs every runnable job, oldest first, to its next state: its work done (or failed), it moves on as
@@ -60,18 +60,34 @@ public sealed partial class BlockEngine
             int moved = 0;
             foreach (var job in jobs.Values.OrderBy(j => j.Seq).ToList())
             {
+                if (job.CompletionPending)
+                {
+                    job.CompletionPending = false;
+                    moved++;
+                    Completed(job);
+                    continue;
+                }
                 if (!Runnable(job) || !job.Work()) continue;
                 moved++;
-                Completed(job);
+                if (job is MirrorJob { Error: null } m) Ready(m);
+                else Completed(job);
             }
             return moved;
         }
     }
 
+    /// <summary><c>job_transition_to_ready</c>: the mirror has caught up; it waits for complete or cancel.</summary>
+    private static void Ready(MirrorJob m)
+    {
+        m.ReachedReady = true;
+        m.Move(JobStatus.Ready);
+        m.Emit("BLOCK_JOB_READY", new JsonObject { ["device"] = m.Id, ["len"] = m.Len, ["offset"] = m.Offset, ["speed"] = m.Speed, ["type"] = m.Type });
+    }
+
     /// <summary><c>job_completed</c>: a failed job aborts; a successful one waits, then is pending, then finalizes if it may.</summary>
     private void Completed(BlockJob job)
     {
-        if (job.Error is not null)
+        if (job.Error is not null || job.Cancelled)
         {
             job.Move(JobStatus.Aborting);
             FinalizeJob(job);
@@ -99,23 +115,55 @@ public sealed partial class BlockEngine
         jobs.Remove(job.Id);
     }
 
-    /// <summary>backup_clean: the job's edges go (each node refreshed, loosening), then its filter is dropped.</summary>
+    /// <summary>
+    /// What a job leaves when it ends (backup_clean, mirror_exit_common): a mirror's BlockBackend on the target
+    /// goes first, then on a completed mirror the target replaces the source (pivot), then the job's edges
+    /// go (each node refreshed, loosening), then its filter is dropped: its parents move to what it filtered.
+    /// </summary>
     private void CleanJob(BlockJob job)
     {
+        if (job is MirrorJob m)
+        {
+            if (m.TargetParent is { } bb)
+            {
+                DetachRoot(bb);
+                m.TargetParent = null;
+            }
+            if (m.ShouldComplete && !m.Cancelled && m.Error is null) Pivot(m);
+        }
         foreach (var e in job.Edges.ToList()) DetachAndRelease(e);
         job.Edges.Clear();
         if (job.Filter is not { } filter) return;
         job.Filter = null;
         if (filter.Deleted) return;
+        var below = (filter.Child("file") ?? filter.Child("backing"))!.Node;
+        MoveParents(filter, below);
+        if (!filter.Deleted && filter.RefCount == 0) Delete(filter);
+    }
+
+    /// <summary>The mirror's pivot: a last copy with I/O drained, then every parent of the source but the job's moves to the target.</summary>
+    private void Pivot(MirrorJob m)
+    {
+        if (m.CopyAll() is { } err)
+        {
+            m.Error = err;
+            return;
+        }
+        foreach (var e in m.Edges.ToList()) DetachAndRelease(e);
+        m.Edges.Clear();
+        MoveParents(m.Source, m.Target);
+    }
+
+    /// <summary><c>bdrv_replace_node</c> outside a transaction, for a change that only loosens or keeps perms.</summary>
+    private void MoveParents(BlockNode from, BlockNode to)
+    {
         var tran = new UndoLog(Services.Mutation);
-        var below = filter.Child("file")!.Node;
-        ReplaceNode(tran, filter, below, []);
-        var err = Rules.Refresher.Refresh([below], tran);
-        // Parents that were fine on the filter are fine on what it filtered: it asked for more, never less.
-        System.Diagnostics.Debug.Assert(err is null, $"dropping {filter.Name} failed: {err}");
+        ReplaceNode(tran, from, to, []);
+        var err = Rules.Refresher.Refresh([to, from], tran);
+        // A filter's parents are fine on what it filtered (it asked for no less); a pivot's were checked by the job's perms.
+        System.Diagnostics.Debug.Assert(err is null, $"moving the parents of {from.Name} to {to.Name} failed: {err}");
         if (err is null) tran.Commit();
         else tran.Abort();
-        if (!filter.Deleted && filter.RefCount == 0) Delete(filter);
     }
 
     /// <summary>
@@ -160,6 +208,7 @@ public sealed partial class BlockEngine
                 if (!job.UserPaused) return QmpError.Generic("Can't resume a job that was not paused");
                 if (job.Refusal(JobVerb.Resume) is { } nr) return nr;
                 Resume(job);
+                if (job is MirrorJob { ShouldComplete: true, Status: JobStatus.Ready } rm) rm.CompletionPending = true;
                 return null;
             case JobVerb.SetSpeed:
                 if (job.Refusal(JobVerb.SetSpeed) is { } ns) return ns;
@@ -169,13 +218,28 @@ public sealed partial class BlockEngine
             case JobVerb.Cancel:
                 if (job.Refusal(JobVerb.Cancel) is { } nc) return nc;
                 if (job.UserPaused) Resume(job);
+                if (job is MirrorJob { Status: JobStatus.Ready } soft && c.IsBlockJobCommand && !c.Force)
+                {
+                    // mirror_cancel: a soft cancel of a ready mirror ends it as completed, without the pivot.
+                    soft.ShouldComplete = false;
+                    soft.CompletionPending = true;
+                    return null;
+                }
                 job.Cancelled = true;
                 job.Error = "Operation canceled";
-                FinalizeJob(job);
+                // A backup waiting to be cancelled ends within the command (as measured on QEMU 7.2); a mirror's
+                // coroutine ends in a bottom half after the reply.
+                if (job is MirrorJob { Status: JobStatus.Running or JobStatus.Ready or JobStatus.Standby } cancelled) cancelled.CompletionPending = true;
+                else FinalizeJob(job);
                 return null;
             case JobVerb.Complete:
-                // Only a ready job takes complete, and backup never becomes ready.
-                return job.Refusal(JobVerb.Complete) ?? QmpError.Generic($"The active block job '{job.Id}' cannot be completed");
+                // Only a ready job takes complete, and only a mirror becomes ready.
+                if (job.Refusal(JobVerb.Complete) is { } ncomp) return ncomp;
+                if (job is not MirrorJob cm) return QmpError.Generic($"The active block job '{job.Id}' cannot be completed");
+                cm.ShouldComplete = true;
+                // A mirror in standby completes once resumed.
+                if (cm.Status == JobStatus.Ready) cm.CompletionPending = true;
+                return null;
             case JobVerb.Finalize:
                 if (job.Refusal(JobVerb.Finalize) is { } nf) return nf;
                 FinalizeJob(job);
@@ -256,6 +320,78 @@ public sealed partial class BlockEngine
         return null;
     }
 
+    /// <summary>
+    /// blockdev-mirror in QEMU 7.2's order (qmp_blockdev_mirror, blockdev_mirror_common, mirror_start,
+    /// mirror_start_job): the source must be a root node, then the target, op blockers, the sync mode, not
+    /// into itself; the mirror_top filter is appended above the source; then the job (id checks, speed),
+    /// its BlockBackend on the target (a conflict here ends the created job at once), its edges, and it runs.
+    /// </summary>
+    private QmpError? Mirror(BlockdevMirror c)
+    {
+        if (!Live(c.Device, out var source)) return QmpError.Generic($"Cannot find device='{c.Device}' nor node-name='{c.Device}'");
+        if (source.Parents.Any(e => e.Parent is not RootParent)) return QmpError.Generic("Need a root block node");
+        if (!Live(c.Target, out var target)) return QmpError.Generic($"Cannot find device='{c.Target}' nor node-name='{c.Target}'");
+        if ((JobBlocker(source) ?? JobBlocker(target)) is { } busy) return busy;
+        if (c.Sync is "incremental" or "bitmap") return QmpError.Generic($"Sync mode '{c.Sync}' not supported");
+        if (source == target) return QmpError.Generic("Can't mirror node into itself");
+        var tran = new UndoLog(Services.Mutation);
+        var err = MirrorPrepare(tran, c, source, target);
+        if (err is not null)
+        {
+            tran.Abort();
+            return err;
+        }
+        tran.Commit();
+        // job_start enters the job's coroutine at once: with I/O that does not wait (as on null-co) it runs
+        // to ready before the reply; a failure ends the job after the reply.
+        var job = jobs[c.JobId ?? ""];
+        if (job.Work())
+        {
+            if (job.Error is null) Ready((MirrorJob)job);
+            else job.CompletionPending = true;
+        }
+        return null;
+    }
+
+    private QmpError? MirrorPrepare(UndoLog tran, BlockdevMirror c, BlockNode source, BlockNode target)
+    {
+        var topOptions = new BlockdevOptions("mirror_top", c.FilterNodeName, ValueMap<string>.Empty, ValueList<ChildOption>.Empty);
+        var (top, err) = Open(tran, topOptions, null, false);
+        if (err is not null) return err;
+        err = Append(tran, top!, source);
+        if (err is not null) return err;
+        var id = c.JobId ?? "";
+        if (!Names.IsWellFormed(id)) return QmpError.Generic($"Invalid job ID '{id}'");
+        if (jobs.ContainsKey(id)) return QmpError.Generic($"Job ID '{id}' already in use");
+        var job = new MirrorJob(id, NextSeq(), c.AutoFinalize, c.AutoDismiss, c.Speed ?? 0, c.Sync == "top" && top!.Child("backing")!.Node.Child("backing") is null ? "full" : c.Sync,
+            source, target, jobEvents.Add) { Filter = top };
+        jobs.Add(id, job);
+        job.Move(JobStatus.Created);
+        AttachJobEdge(tran, job, "main node", top!, Perm.ConsistentRead, Perm.ConsistentRead | Perm.Write | Perm.WriteUnchanged);
+        err = Rules.Refresher.Refresh([top!], tran);
+        if (err is null && c.Speed < 0) err = QmpError.Generic("Parameter 'speed' expects a non-negative value");
+        if (err is null)
+        {
+            var bb = new MirrorTargetParent(NextSeq(), Io);
+            AttachRootEdge(tran, bb, target, bb.Wants.Perm, bb.Wants.Shared);
+            err = Rules.Refresher.Refresh([target], tran);
+            job.TargetParent = bb;
+        }
+        if (err is not null)
+        {
+            // job_early_fail: the created job goes straight to null; the filter goes with the transaction.
+            job.Edges.Clear();
+            DismissJob(job);
+            return err;
+        }
+        AttachJobEdge(tran, job, "source", source, Perm.None, Perm.ConsistentRead | Perm.Write | Perm.WriteUnchanged);
+        AttachJobEdge(tran, job, "target", target);
+        err = Rules.Refresher.Refresh([source, target], tran);
+        System.Diagnostics.Debug.Assert(err is null, "edges taking nothing cannot conflict");
+        tran.Add(abort: () => jobs.Remove(id), commit: () => job.Move(JobStatus.Running));
+        return err;
+    }
+
     /// <summary>bdrv_cbw_append: open the filter over the source and target, then move the source's parents onto it.</summary>
     private (BlockNode? Node, QmpError? Error) InsertBackupFilter(UndoLog tran, BlockNode source, BlockNode target, string? nodeName)
     {
@@ -276,10 +412,10 @@ public sealed partial class BlockEngine
         return err is null ? (node, null) : (null, err with { Desc = "Could not replace node: " + err.Desc });
     }
 
-    private BdrvChild AttachJobEdge(UndoLog tran, BlockJob job, string name, BlockNode node)
+    private BdrvChild AttachJobEdge(UndoLog tran, BlockJob job, string name, BlockNode node, Perm perm = Perm.None, Perm shared = Perm.All)
     {
-        // block_job_add_bdrv: the job takes nothing and shares everything, so this cannot conflict.
-        var edge = new BdrvChild(NextSeq(), job, name, node, Role.None) { Perm = Perm.None, Shared = Perm.All };
+        // block_job_add_bdrv: fixed perms; the caller refreshes the node.
+        var edge = new BdrvChild(NextSeq(), job, name, node, Role.None) { Perm = perm, Shared = shared };
         node.ParentList.Add(edge);
         node.RefCount++;
         job.Edges.Insert(0, edge);
@@ -301,6 +437,10 @@ public sealed partial class BlockEngine
         }
         return null;
     }
+
+    /// <summary>The mirror jobs' BlockBackends on their targets (listed with the other backends).</summary>
+    private IEnumerable<RootParent> JobBackends() =>
+        jobs.Values.OfType<MirrorJob>().Select(m => m.TargetParent).OfType<RootParent>();
 
     private JsonArray JobQuery(string command) => command == "query-jobs"
         ? new JsonArray([.. jobs.Values.OrderByDescending(j => j.Seq).Select(j => (JsonNode)j.JobInfo())])

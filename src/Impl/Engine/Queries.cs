@@ -37,7 +37,7 @@ public sealed partial class BlockEngine
             ["perm"] = new JsonArray([.. Perms.ToQapiList(c.Perm).Select(x => (JsonNode)x)]),
             ["shared-perm"] = new JsonArray([.. Perms.ToQapiList(c.Shared).Select(x => (JsonNode)x)]),
         });
-        IEnumerable<RootParent> backends = devices.Values.Where(d => d.IsBlock).Cast<RootParent>().Concat(exports.Values).OrderBy(r => r.Seq);
+        IEnumerable<RootParent> backends = devices.Values.Where(d => d.IsBlock).Cast<RootParent>().Concat(exports.Values).Concat(JobBackends()).OrderBy(r => r.Seq);
         foreach (var r in backends)
         {
             nodeList.Add(new JsonObject { ["id"] = Id(r), ["type"] = "block-backend", ["name"] = r.GraphName });

@@ -62,6 +62,12 @@ public abstract class BlockJob : IBlockParent
     /// <summary>Bytes in all (QEMU's progress_total, the block-job <c>len</c>).</summary>
     public long Len { get; internal set; }
 
+    /// <summary>
+    /// The job has finished (its work done or failed, complete or a soft cancel asked) and moves on at the
+    /// next <c>RunJobs</c>, as QEMU's job_exit runs from a bottom half after the command that caused it.
+    /// </summary>
+    internal bool CompletionPending { get; set; }
+
     /// <summary>The error the job failed with (strerror text), or null.</summary>
     public string? Error { get; internal set; }
 

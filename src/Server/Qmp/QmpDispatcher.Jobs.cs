@@ -39,6 +39,12 @@ public sealed partial class QmpDispatcher
         return [.. Engine.TakeJobEvents().Select(e => new QmpEvent(e.Name, e.Data, now))];
     }
 
+    /// <summary>
+    /// Called once a command's reply is out: jobs with work run now, in the background, so what they do
+    /// reaches clients after the reply, as QEMU's job completions (bottom halves) do.
+    /// </summary>
+    internal void AfterReply() => KickJobs();
+
     private void KickJobs()
     {
         if (!RunJobsInBackground || !Engine.HasRunnableJobs) return;

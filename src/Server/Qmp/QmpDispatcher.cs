@@ -82,6 +82,7 @@ public sealed partial class QmpDispatcher : IDisposable
     {
         var (reply, late) = RunDeferringLateEvents(name, arguments);
         Deliver(late);
+        AfterReply();
         return reply;
     }
 
@@ -114,7 +115,6 @@ public sealed partial class QmpDispatcher : IDisposable
             events = [.. JobEvents(), .. reply.IsOk ? EventsBetween(before, Snapshot()) : []];
         }
         Deliver([.. events.Where(e => !IsLate(e))]);
-        KickJobs();
         return (reply, [.. events.Where(IsLate)]);
     }
 

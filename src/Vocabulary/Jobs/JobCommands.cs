@@ -15,6 +15,18 @@ public sealed record BlockdevBackup(string? JobId, string Device, string Target,
 }
 
 /// <summary>
+/// <c>blockdev-mirror</c>: a mirror job from <paramref name="Device"/> to <paramref name="Target"/> through an
+/// implicit mirror_top filter. Options Verified accepts but does not act on (replaces, granularity,
+/// buf-size, the error policies, copy-mode) are checked by the schema and otherwise ignored.
+/// </summary>
+public sealed record BlockdevMirror(string? JobId, string Device, string Target, string Sync, long? Speed,
+    bool AutoFinalize, bool AutoDismiss, string? FilterNodeName) : Command
+{
+    /// <inheritdoc/>
+    public override string Name => "blockdev-mirror";
+}
+
+/// <summary>
 /// A job command: <paramref name="Verb"/> on job <paramref name="Id"/>, as the QMP command
 /// <paramref name="Command"/> names it (job-* commands say "Job not found", block-job-* ones
 /// "Block job 'x' not found").
@@ -44,6 +56,15 @@ public static class JobCommandParser
         new("filter-node-name", FieldType.Str), new("x-perf", FieldType.Any), new("target", FieldType.Str, false),
     ];
 
+    /// <summary>blockdev-mirror's members in QAPI order.</summary>
+    private static readonly Field[] MirrorFields =
+    [
+        new("job-id", FieldType.Str), new("device", FieldType.Str, false), new("target", FieldType.Str, false), new("replaces", FieldType.Str),
+        new("sync", SyncModes, false), new("speed", FieldType.Int), new("granularity", FieldType.UInt32), new("buf-size", FieldType.Int),
+        new("on-source-error", OnError), new("on-target-error", OnError), new("filter-node-name", FieldType.Str),
+        new("copy-mode", new FieldType.Enum(["background", "write-blocking"])), new("auto-finalize", FieldType.Bool), new("auto-dismiss", FieldType.Bool),
+    ];
+
     /// <summary>The job commands: name, verb, and whether the job is named by <c>device</c> (block-job-*) or <c>id</c>.</summary>
     private static readonly Dictionary<string, (JobVerb Verb, string Key)> Verbs = new(StringComparer.Ordinal)
     {
@@ -56,10 +77,10 @@ public static class JobCommandParser
     };
 
     /// <summary>Every job command name (for command tables), queries included.</summary>
-    public static IReadOnlyList<string> CommandNames { get; } = ["blockdev-backup", .. Verbs.Keys, "query-jobs", "query-block-jobs"];
+    public static IReadOnlyList<string> CommandNames { get; } = ["blockdev-backup", "blockdev-mirror", .. Verbs.Keys, "query-jobs", "query-block-jobs"];
 
     /// <summary>Whether <paramref name="name"/> is a command this parser reads.</summary>
-    public static bool Handles(string name) => name is "blockdev-backup" or "query-jobs" or "query-block-jobs" || Verbs.ContainsKey(name);
+    public static bool Handles(string name) => name is "blockdev-backup" or "blockdev-mirror" or "query-jobs" or "query-block-jobs" || Verbs.ContainsKey(name);
 
     /// <summary>Parses a job command (or the blockdev-backup transaction action, with <paramref name="prefix"/>).</summary>
     public static (Command? Command, QmpError? Error) Parse(string name, JsonObject args, string prefix)
@@ -72,6 +93,11 @@ public static class JobCommandParser
             return Checked(args, prefix, BackupFields, () => new BlockdevBackup(S(args, "job-id"), S(args, "device")!, S(args, "target")!,
                 S(args, "sync")!, S(args, "bitmap"), I(args, "speed"), B(args, "auto-finalize") ?? true, B(args, "auto-dismiss") ?? true,
                 S(args, "filter-node-name")));
+        }
+        if (name == "blockdev-mirror")
+        {
+            return Checked(args, prefix, MirrorFields, () => new BlockdevMirror(S(args, "job-id"), S(args, "device")!, S(args, "target")!,
+                S(args, "sync")!, I(args, "speed"), B(args, "auto-finalize") ?? true, B(args, "auto-dismiss") ?? true, S(args, "filter-node-name")));
         }
         if (!Verbs.TryGetValue(name, out var v)) return (null, new QmpError(ErrorClass.CommandNotFound, $"The command {name} has not been found"));
         Field[] fields = name switch
