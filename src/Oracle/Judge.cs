@@ -106,6 +106,12 @@ public sealed class Judge : IDisposable
                 f.Run(Impl);
                 LastReply = Reply.Ok();
                 return null;
+            case JobRunStep:
+                Model = BlockJobs.Run(Model);
+                Impl.RunJobs();
+                LastReply = Reply.Ok();
+                modelText = implText = "";
+                return Canonical.Same(Model, Impl) ? null : "states differ after running jobs:\n" + Canonical.Diff(Canonical.Of(Model), Canonical.Of(Impl));
         }
         var before = Model;
         var (next, modelReply) = Machine.Apply(Model, c);

@@ -158,8 +158,9 @@ public sealed partial class BlockEngine
     private void MoveParents(BlockNode from, BlockNode to)
     {
         var tran = new UndoLog(Services.Mutation);
-        ReplaceNode(tran, from, to, []);
-        var err = Rules.Refresher.Refresh([to, from], tran);
+        var refresh = new List<BlockNode>();
+        ReplaceNode(tran, from, to, refresh);
+        var err = Rules.Refresher.Refresh([to, from, .. Enumerable.Reverse(refresh)], tran);
         // A filter's parents are fine on what it filtered (it asked for no less); a pivot's were checked by the job's perms.
         System.Diagnostics.Debug.Assert(err is null, $"moving the parents of {from.Name} to {to.Name} failed: {err}");
         if (err is null) tran.Commit();

@@ -113,6 +113,9 @@ public abstract class BlockJob : IBlockParent
     /// <summary>The filter node the job inserted above its source (removed when the job ends), or null once removed.</summary>
     internal BlockNode? Filter { get; set; }
 
+    /// <summary>The name of the filter the job inserted, or null once it is gone.</summary>
+    public string? FilterName => Filter?.Name;
+
     /// <summary><c>query-jobs</c> entry, in QEMU's member order.</summary>
     public JsonObject JobInfo()
     {
