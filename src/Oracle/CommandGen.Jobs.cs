@@ -18,6 +18,7 @@ public sealed partial class CommandGen
     private Command JobStep(ModelState s)
     {
         var jobs = s.Graph.Jobs.Keys.ToList();
+        if (io && Chance(3) && PointInTime(s) is { } pit) return pit;
         if (jobs.Count == 0 || Chance(5)) return Backup(s);
         var paused = s.Graph.Jobs.Values.Where(j => j.UserPaused).Select(j => j.Id).ToList();
         if (paused.Count > 0 && !Chance(4)) return new JobCommand(Chance(4) ? "block-job-resume" : "job-resume", JobVerb.Resume, One(paused));
@@ -33,6 +34,25 @@ public sealed partial class CommandGen
             6 => new JobCommand("job-complete", JobVerb.Complete, id),
             _ => JobRunStep.Instance,
         };
+    }
+
+    /// <summary>
+    /// The point-in-time pattern: a full backup of what a device or export sits on, a guest write through
+    /// that device or export while the job waits to run, then the run: the target must hold the old data.
+    /// </summary>
+    private BlockdevBackup? PointInTime(ModelState s)
+    {
+        var roots = Roots(s);
+        if (roots.Count == 0) return null;
+        var (id, _, edge) = One(roots);
+        long length = Data.Length(s, edge.Child)!.Value;
+        var targets = s.Graph.Nodes.Values.Where(n => n.Name != edge.Child && !n.ReadOnly && n.Driver == "file" && Machine.KnownLength(s, n.Name) == length).ToList();
+        if (targets.Count == 0) return null;
+        int count = 1 + P(16);
+        long sector = P((int)Math.Max(1, Math.Min(HotSectors, length / Data.Sector - count + 1)));
+        pending.Enqueue(new IoStep(id, true, sector * Data.Sector, count * Data.Sector, (byte)(1 + P(255))));
+        pending.Enqueue(JobRunStep.Instance);
+        return new BlockdevBackup(One(JobIds), edge.Child, One(targets).Name, "full", null, null, AutoFinalize: true, AutoDismiss: true, FilterNodeName: null);
     }
 
     private BlockdevBackup Backup(ModelState s)

@@ -36,9 +36,10 @@ public sealed class BackupJob : BlockJob
         if (!HasWork) return false;
         var cbw = Cbw;
         // Bounded by the cluster count: each pass copies (or finds copied) one cluster.
+        bool mutant = Filter!.Mutation == Engine.EngineMutation.BackupCopiesCurrentData;
         for (; nextCluster < cbw.ClusterCount; nextCluster++)
         {
-            int err = cbw.CopyClusterForJobAsync(nextCluster).AsTask().GetAwaiter().GetResult();
+            int err = mutant ? cbw.CopyClusterAgainForMutant(nextCluster) : cbw.CopyClusterForJobAsync(nextCluster).AsTask().GetAwaiter().GetResult();
             if (err != 0)
             {
                 Error = Errnos.Strerror(err);

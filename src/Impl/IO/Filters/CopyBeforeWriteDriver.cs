@@ -433,6 +433,13 @@ public sealed class CopyBeforeWriteDriver : BlockDriver
         }
     }
 
+    /// <summary>The <c>BackupCopiesCurrentData</c> mutant's copy: the cluster as the source holds it now, copied or not.</summary>
+    internal int CopyClusterAgainForMutant(long cluster)
+    {
+        lock (sync) toCopy[cluster] = true;
+        return CopyClustersAsync(cluster, cluster + 1).GetAwaiter().GetResult();
+    }
+
     /// <summary>
     /// The backup job's copy of one cluster (backup.c's loop over <c>block_copy</c>): copied unless the
     /// filter already did (or is doing) it, each cluster at most once. Returns 0 or an errno.
