@@ -47,14 +47,16 @@ public static class BlockJobs
         var id = b.JobId ?? "";
         if (!Names.IsWellFormed(id)) return new(tx, Results.Fail($"Invalid job ID '{id}'"));
         if (tx.Graph.Jobs.ContainsKey(id)) return new(tx, Results.Fail($"Job ID '{id}' already in use"));
-        if (b.Speed < 0) return new(tx, Results.Fail("Parameter 'speed' expects a non-negative value"));
         var (g2, seq) = tx.Graph.TakeSeq();
         var job = new Job(id, "backup", seq)
         {
             Status = JobStatus.Running, Sync = b.Sync, AutoFinalize = b.AutoFinalize, AutoDismiss = b.AutoDismiss, Speed = b.Speed ?? 0, Filter = cbw,
         };
-        g2 = AttachJobEdge(AttachJobEdge(g2 with { Jobs = g2.Jobs.SetItem(id, job) }, id, "main node", cbw), id, "target", b.Target);
-        var r = Refreshed(tx.On(g2), [cbw, b.Target]);
+        // block_job_create: the main node edge (the filter now has a parent and takes more below), then the speed.
+        var r = Refreshed(tx.On(AttachJobEdge(g2 with { Jobs = g2.Jobs.SetItem(id, job) }, id, "main node", cbw)), [cbw]);
+        if (r.Error is not null) return new(tx, r.Error);
+        if (b.Speed < 0) return new(tx, Results.Fail("Parameter 'speed' expects a non-negative value"));
+        r = Refreshed(r.Tx.On(AttachJobEdge(r.Tx.Graph, id, "target", b.Target)), [b.Target]);
         return r.Error is null ? r : new(tx, r.Error);
     }
 

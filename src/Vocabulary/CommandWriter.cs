@@ -55,30 +55,26 @@ public static class CommandWriter
 
     private static JsonObject Backup(Jobs.BlockdevBackup b)
     {
-        var o = new JsonObject();
-        if (b.JobId is not null) o["job-id"] = b.JobId;
-        o["device"] = b.Device;
-        o["target"] = b.Target;
-        o["sync"] = b.Sync;
+        var o = JobStart(b.JobId, b.Device, b.Target, b.Sync, b.Speed, b.AutoFinalize, b.AutoDismiss, b.FilterNodeName);
         if (b.Bitmap is not null) o["bitmap"] = b.Bitmap;
-        if (b.Speed is { } speed) o["speed"] = speed;
-        if (!b.AutoFinalize) o["auto-finalize"] = false;
-        if (!b.AutoDismiss) o["auto-dismiss"] = false;
-        if (b.FilterNodeName is not null) o["filter-node-name"] = b.FilterNodeName;
         return o;
     }
 
-    private static JsonObject Mirror(Jobs.BlockdevMirror m)
+    private static JsonObject Mirror(Jobs.BlockdevMirror m) =>
+        JobStart(m.JobId, m.Device, m.Target, m.Sync, m.Speed, m.AutoFinalize, m.AutoDismiss, m.FilterNodeName);
+
+    /// <summary>The members blockdev-backup and blockdev-mirror share; defaults left out.</summary>
+    private static JsonObject JobStart(string? jobId, string device, string target, string sync, long? speed, bool autoFinalize, bool autoDismiss, string? filter)
     {
         var o = new JsonObject();
-        if (m.JobId is not null) o["job-id"] = m.JobId;
-        o["device"] = m.Device;
-        o["target"] = m.Target;
-        o["sync"] = m.Sync;
-        if (m.Speed is { } speed) o["speed"] = speed;
-        if (!m.AutoFinalize) o["auto-finalize"] = false;
-        if (!m.AutoDismiss) o["auto-dismiss"] = false;
-        if (m.FilterNodeName is not null) o["filter-node-name"] = m.FilterNodeName;
+        if (jobId is not null) o["job-id"] = jobId;
+        o["device"] = device;
+        o["target"] = target;
+        o["sync"] = sync;
+        if (speed is { } sp) o["speed"] = sp;
+        if (!autoFinalize) o["auto-finalize"] = false;
+        if (!autoDismiss) o["auto-dismiss"] = false;
+        if (filter is not null) o["filter-node-name"] = filter;
         return o;
     }
 

@@ -135,6 +135,13 @@ public class JobTests(ITestOutputHelper output)
         return (engine, d, dir);
     }
 
+    /// <summary>A writable export on <c>src</c>: the guest's way in.</summary>
+    private static void ExportSource(QmpDispatcher d, string dir)
+    {
+        Assert.True(d.Run("nbd-server-start", new JsonObject { ["addr"] = new JsonObject { ["type"] = "unix", ["data"] = new JsonObject { ["path"] = Path.Combine(dir, "nbd.sock") } } }).IsOk);
+        Assert.True(d.Run("block-export-add", new JsonObject { ["type"] = "nbd", ["id"] = "e0", ["node-name"] = "src", ["writable"] = true }).IsOk);
+    }
+
     private static byte[] Read(BlockEngine engine, string node)
     {
         var buf = new byte[ImageBytes];
@@ -151,8 +158,7 @@ public class JobTests(ITestOutputHelper output)
         var (engine, d, dir) = Files("src", "tgt");
         try
         {
-            Assert.True(d.Run("nbd-server-start", new JsonObject { ["addr"] = new JsonObject { ["type"] = "unix", ["data"] = new JsonObject { ["path"] = Path.Combine(dir, "nbd.sock") } } }).IsOk);
-            Assert.True(d.Run("block-export-add", new JsonObject { ["type"] = "nbd", ["id"] = "e0", ["node-name"] = "src", ["writable"] = true }).IsOk);
+            ExportSource(d, dir);
             var before = Read(engine, "src");
             Assert.True(d.Run("blockdev-backup", Backup("j0", "full")).IsOk);
             // Guest writes land after the job started and before it ran: the filter copies the old data first.
@@ -179,8 +185,7 @@ public class JobTests(ITestOutputHelper output)
         var (engine, d, dir) = Files("src", "tgt");
         try
         {
-            Assert.True(d.Run("nbd-server-start", new JsonObject { ["addr"] = new JsonObject { ["type"] = "unix", ["data"] = new JsonObject { ["path"] = Path.Combine(dir, "nbd.sock") } } }).IsOk);
-            Assert.True(d.Run("block-export-add", new JsonObject { ["type"] = "nbd", ["id"] = "e0", ["node-name"] = "src", ["writable"] = true }).IsOk);
+            ExportSource(d, dir);
             Assert.True(d.Run("blockdev-mirror", new JsonObject { ["job-id"] = "m0", ["device"] = "src", ["target"] = "tgt", ["sync"] = "full" }).IsOk);
             Assert.Equal(JobStatus.Ready, engine.Jobs[0].Status);
             Assert.Equal("mirror_top", engine.Exports[0].Root!.Node.DriverName);

@@ -300,17 +300,19 @@ public sealed partial class BlockEngine
             job.Move(JobStatus.Null);
             jobs.Remove(id);
         });
-        if (b.Speed < 0)
+        // block_job_create: the main node edge (refreshing the filter, which now has a parent and so takes
+        // more below), then the speed; a failure of either ends the created job at once (job_early_fail).
+        AttachJobEdge(tran, job, "main node", filter.Node!);
+        var early = Rules.Refresher.Refresh([filter.Node!], tran)
+            ?? (b.Speed < 0 ? QmpError.Generic("Parameter 'speed' expects a non-negative value") : null);
+        if (early is not null)
         {
-            // block_job_create's set_speed fails: job_early_fail takes the created job straight to null.
             DismissJob(job);
-            return QmpError.Generic("Parameter 'speed' expects a non-negative value");
+            return early;
         }
         job.Filter = filter.Node;
-        AttachJobEdge(tran, job, "main node", filter.Node!);
         AttachJobEdge(tran, job, "target", target);
-        // bdrv_root_attach_child refreshes the node: the filter now has a parent, which changes what it takes below.
-        if (Rules.Refresher.Refresh([filter.Node!, target], tran) is { } perr) return perr;
+        if (Rules.Refresher.Refresh([target], tran) is { } perr) return perr;
         // The job starts at commit; the transaction's drained section then ends, which QEMU 7.2 shows as a pause and a resume.
         tran.Add(abort: null, commit: () =>
         {
