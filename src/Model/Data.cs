@@ -226,12 +226,32 @@ public static class Data
     private static (ModelState, int) CopyBeforeWrite(ModelState s, Node cbw, long sector, byte[] data)
     {
         int count = data.Length;
+        var source = Child(s.Graph, cbw, "file")!;
+        var (copiedState, copyErr) = CopyClusters(s, cbw, sector / CbwClusterSectors, (sector + count - 1) / CbwClusterSectors);
+        return copyErr != 0 ? (copiedState, copyErr) : Write(copiedState, source, sector, data);
+    }
+
+    /// <summary>
+    /// A backup job's copy: every cluster of the source its copy-before-write filter has not copied yet is copied
+    /// to the target, in order; errno 0, or the first fault's (the state keeps the copies made before it).
+    /// </summary>
+    public static (ModelState State, int Errno) CopyAll(ModelState s, Node cbw)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        ArgumentNullException.ThrowIfNull(cbw);
+        long sectors = Length(s, Child(s.Graph, cbw, "file")!)!.Value / Sector;
+        return CopyClusters(s, cbw, 0, (sectors + CbwClusterSectors - 1) / CbwClusterSectors - 1);
+    }
+
+    /// <summary>Clusters <paramref name="firstCluster"/> … <paramref name="lastCluster"/> not yet copied go source → target, each once.</summary>
+    private static (ModelState, int) CopyClusters(ModelState s, Node cbw, long firstCluster, long lastCluster)
+    {
         var g = s.Graph;
         var source = Child(g, cbw, "file")!;
         var target = Child(g, cbw, "target")!;
         long sourceSectors = Length(s, source)!.Value / Sector;
         var copied = s.Data.Copied.GetValueOrDefault(cbw.Seq, ImmutableSortedSet<long>.Empty);
-        for (long c = sector / CbwClusterSectors; c <= (sector + count - 1) / CbwClusterSectors; c++)
+        for (long c = firstCluster; c <= lastCluster; c++)
         {
             if (copied.Contains(c)) continue;
             long first = c * CbwClusterSectors, end = Math.Min(first + CbwClusterSectors, sourceSectors);
@@ -244,7 +264,7 @@ public static class Data
             copied = copied.Add(c);
             s = copy with { Data = copy.Data with { Copied = copy.Data.Copied.SetItem(cbw.Seq, copied) } };
         }
-        return Write(s, source, sector, data);
+        return (s, 0);
     }
 
     private static long RawOffset(Node n) => n.Options.TryGetValue("offset", out var o) ? long.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;

@@ -63,8 +63,36 @@ public sealed record Device(string Id, string Model, bool ShareRw, bool ReadOnly
 /// <summary>A block export (NBD): a root parent.</summary>
 public sealed record Export(string Id, string ExportName, bool Writable, string? Description, ValueList<string> Bitmaps, long Seq);
 
-/// <summary>A block job: a root parent whose edges keep fixed perms.</summary>
-public sealed record Job(string Id, string Type, long Seq);
+/// <summary>
+/// A block job: a root parent whose edges keep fixed perms (see <see cref="BlockJobs"/>). Backup jobs only
+/// in the model; <see cref="Filter"/> is the copy-before-write node it inserted, null once dropped.
+/// </summary>
+public sealed record Job(string Id, string Type, long Seq)
+{
+    /// <summary>Its status on QEMU's state machine.</summary>
+    public Vocabulary.Jobs.JobStatus Status { get; init; } = Vocabulary.Jobs.JobStatus.Created;
+
+    /// <summary>The sync mode.</summary>
+    public string Sync { get; init; } = "none";
+
+    /// <summary>Finalizes by itself once pending.</summary>
+    public bool AutoFinalize { get; init; } = true;
+
+    /// <summary>Goes by itself once concluded.</summary>
+    public bool AutoDismiss { get; init; } = true;
+
+    /// <summary>Paused by the user.</summary>
+    public bool UserPaused { get; init; }
+
+    /// <summary>The rate limit reported.</summary>
+    public long Speed { get; init; }
+
+    /// <summary>Cancelled by the user.</summary>
+    public bool Cancelled { get; init; }
+
+    /// <summary>The filter node the job inserted, until it ends.</summary>
+    public string? Filter { get; init; }
+}
 
 /// <summary>A QOM object the block layer uses (throttle-group, iothread).</summary>
 public sealed record QomObject(string Id, string Type, ValueMap<string> Props);

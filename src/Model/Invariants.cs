@@ -46,7 +46,8 @@ public static class Invariants
     private static void CheckEdge(Graph g, Edge e, List<string> v)
     {
         if (g.Find(e.Child) is null) { v.Add($"I3 edges: edge {e.Id} points to missing '{e.Child}'"); return; }
-        if (!Roles.IsWellFormed(e.Role)) v.Add($"I3 edges: edge {e.Id} has role {Roles.Short(e.Role)}");
+        // A job's edges have no role (QEMU's child_job attaches with role 0); every other edge has a well-formed one.
+        if (e.Parent is JobParent ? e.Role != Role.None : !Roles.IsWellFormed(e.Role)) v.Add($"I3 edges: edge {e.Id} has role {Roles.Short(e.Role)}");
         (Perm, Perm)? expected = e.Parent switch
         {
             NodeParent np when g.Find(np.Node) is { } p => Drivers.ChildPerm(g, p, e, Permissions.Cumulative(g, np.Node).Perm, Permissions.Cumulative(g, np.Node).Shared),
@@ -56,8 +57,11 @@ public static class Invariants
             _ => null,
         };
         if (expected is null) { v.Add($"I3 edges: edge {e.Id} has a missing parent {e.Parent}"); return; }
-        if (e.Parent is not NodeParent && (e.Name != "root" || g.ChildrenOf(e.Parent).Count() != 1))
+        if (e.Parent is DeviceParent or ExportParent && (e.Name != "root" || g.ChildrenOf(e.Parent).Count() != 1))
             v.Add($"I3 edges: root parent {e.Parent} must have exactly one 'root' edge");
+        // A backup job holds its filter as 'main node' and its target as 'target', taking nothing and sharing all.
+        if (e.Parent is JobParent && (e.Name is not ("main node" or "target") || e.Perm != Perm.None || e.Shared != Perm.All))
+            v.Add($"I3 edges: job edge {e.Id} '{e.Name}' must be 'main node' or 'target' with -/ALL");
         var (p2, s2) = expected.Value;
         if (p2 != e.Perm || s2 != e.Shared)
             v.Add($"I4 rule: {g.GraphName(e.Parent)} -{e.Name}-> {e.Child} holds {Perms.Short(e.Perm)}/{Perms.Short(e.Shared)}, rule says {Perms.Short(p2)}/{Perms.Short(s2)}");

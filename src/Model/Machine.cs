@@ -28,7 +28,12 @@ public static class Machine
         switch (c)
         {
             case Vocabulary.Transaction t:
-                return Finish(s, Transaction.Run(g, s.NameCounter, t.Actions, grouped: t.CompletionMode == "grouped"));
+                return Finish(s, Transaction.Run(g, s.NameCounter, t.Actions, grouped: t.CompletionMode == "grouped", lengths: n => KnownLength(s, n)));
+            case Vocabulary.Jobs.BlockdevBackup:
+                return Finish(s, Transaction.Run(g, s.NameCounter, [c], lengths: n => KnownLength(s, n)));
+            case Vocabulary.Jobs.JobCommand j:
+                var verb = BlockJobs.Verb(s, j);
+                return verb.Ok ? (verb.Get(), Reply.Ok()) : (s, new Reply(null, verb.Error));
             case BlockdevAdd or BlockdevDel or BlockdevReplace:
                 return Finish(s, Transaction.Run(g, s.NameCounter, [c]));
             case BlockdevSnapshot or BlockdevSnapshotSync or BitmapCommand:
@@ -72,6 +77,9 @@ public static class Machine
         var (cmd, err) = CommandParser.ParseRequest(request);
         return err is not null ? (s, new Reply(null, err)) : Apply(s, cmd!);
     }
+
+    /// <summary>A node's length where the model predicts the node (elsewhere its idea of the length may be wrong).</summary>
+    public static long? KnownLength(ModelState s, string node) => Data.Predictable(s, node) ? Data.Length(s, node) : null;
 
     private static (ModelState, Reply) Finish(ModelState s, Transaction.Outcome o) =>
         (s with { Graph = o.Graph, NameCounter = o.NameCounter }, o.Error is null ? Reply.Ok() : new Reply(null, o.Error));

@@ -56,7 +56,8 @@ public static class Queries
             AddNode(p, "block-backend", g.GraphName(p));
             AddEdges(p, p);
         }
-        foreach (var j in g.Jobs.Values.OrderBy(j => j.Seq))
+        // QEMU keeps jobs newest first.
+        foreach (var j in g.Jobs.Values.OrderByDescending(j => j.Seq))
         {
             var p = new JobParent(j.Id);
             AddNode(p, "block-job", j.Id);

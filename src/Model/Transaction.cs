@@ -26,11 +26,12 @@ public static class Transaction
     /// With <paramref name="grouped"/> (completion-mode grouped) the classic actions refuse, as in QEMU 7.2:
     /// only backup actions support it.
     /// </remarks>
-    public static Outcome Run(Graph g, long nameCounter, IReadOnlyList<Command> actions, bool refreshEveryAction = false, bool grouped = false)
+    public static Outcome Run(Graph g, long nameCounter, IReadOnlyList<Command> actions, bool refreshEveryAction = false, bool grouped = false,
+        Func<string, long?>? lengths = null)
     {
         ArgumentNullException.ThrowIfNull(g);
         ArgumentNullException.ThrowIfNull(actions);
-        var tx = Tx.Begin(g, nameCounter);
+        var tx = Tx.Begin(g, nameCounter) with { Lengths = lengths ?? (_ => null) };
         foreach (var action in actions)
         {
             if (!tx.RefreshList.IsEmpty && (refreshEveryAction || !IsGraphAction(action)))
@@ -76,6 +77,7 @@ public static class Actions
             BlockdevSnapshot s => Snapshots.External(tx, s.Node, s.Overlay),
             BlockdevSnapshotSync s => Snapshots.ExternalSync(tx, s),
             BitmapCommand b => Bitmaps.Apply(tx, b),
+            Vocabulary.Jobs.BlockdevBackup b => BlockJobs.Backup(tx, b, tx.Lengths),
             AbortAction => new(tx, Results.Fail("Transaction aborted using Abort action")),
             _ => throw new ArgumentException($"{action.Name} is not a transaction action", nameof(action)),
         };
@@ -100,7 +102,7 @@ public static class Actions
         var g = tx.Graph;
         if (g.Live(name) is not { } node) return new(tx, Results.Fail($"Failed to find node with node-name='{name}'"));
         if (g.ParentsOf(name).Any(e => e.Parent is DeviceParent or ExportParent)) return new(tx, Results.Fail($"Node {name} is in use"));
-        var blocker = Blockers.Find(g, name);
+        var blocker = BlockJobs.Blocker(g, name) ?? Blockers.Find(g, name);
         if (blocker is not null) return new(tx, blocker);
         if (!node.MonitorOwned) return new(tx, Results.Fail($"Node {name} is not owned by the monitor"));
         if (g.RefCount(name) > 1) return new(tx, Results.Fail($"Block device {name} is in use"));

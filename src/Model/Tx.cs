@@ -33,6 +33,9 @@ public sealed record Tx(Graph Graph, ImmutableList<string> RefreshList, long Nam
     public Dictionary<string, (Perm Perm, Perm Unshared)> HeldLocks() =>
         Held is null ? FileLocks.Held(Start) : new Dictionary<string, (Perm, Perm)>(Held, StringComparer.Ordinal);
 
+    /// <summary>What the transaction knows of node lengths (blockdev-backup's size check); null when unknown.</summary>
+    public Func<string, long?> Lengths { get; init; } = _ => null;
+
     /// <summary>A transaction starting on <paramref name="g"/>.</summary>
     public static Tx Begin(Graph g, long nameCounter) => new(g, [], nameCounter, [], []) { Start = g };
 

@@ -207,6 +207,7 @@ public static class Campaign
         "blockdev-add", "blockdev-del", "x-blockdev-replace", "blockdev-reopen", "transaction", "device_add", "device_del",
         "qom-set", "nbd-server-start", "block-export-add", "block-export-del", "object-add", "object-del",
         "block-dirty-bitmap-add", "x-io-read", "x-io-write", "x-fault-open", "x-fault-clear",
+        "blockdev-backup", "x-run-jobs", "job-cancel", "job-pause", "block-job-set-speed",
     ];
 
     /// <summary>Replays the regression corpus; the first failure (name and divergence), or null.</summary>
@@ -376,7 +377,7 @@ public static class Campaign
             if (io.Length > Model.Data.Sector) yield return io with { Length = Model.Data.Sector };
             yield break;
         }
-        if (c is FaultStep) yield break;
+        if (c is FaultStep or JobRunStep) yield break;
         var json = CommandWriter.ToQmp(c);
         if (json["arguments"] is not System.Text.Json.Nodes.JsonObject) yield break;
         // Every member path under "arguments"; try the request without each.

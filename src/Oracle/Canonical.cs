@@ -36,6 +36,8 @@ public static class Canonical
         foreach (var x in g.Exports.Values.OrderBy(x => x.Seq))
             sb.AppendLine($"export {x.Id} name={x.ExportName} writable={x.Writable} root={Root(g.RootEdge(new ExportParent(x.Id)))}");
         foreach (var o in g.Objects.Values.OrderBy(o => o.Id, StringComparer.Ordinal)) sb.AppendLine($"object {o.Id} {o.Type}");
+        foreach (var j in g.Jobs.Values.OrderByDescending(j => j.Seq))
+            sb.AppendLine(JobLine(j.Id, j.Type, j.Status, j.UserPaused, j.Speed, j.AutoFinalize, j.AutoDismiss, j.Filter));
         sb.AppendLine($"nbd-server={g.NbdServerRunning}").Append(CounterLine(s.NameCounter));
         return sb.ToString();
     }
@@ -58,6 +60,7 @@ public static class Canonical
         foreach (var x in e.Exports)
             sb.AppendLine($"export {x.Id} name={x.ExportName} writable={x.Writable} root={Root(x.Root)}");
         foreach (var o in e.Objects) sb.AppendLine($"object {o.Id} {o.Type}");
+        foreach (var j in e.Jobs) sb.AppendLine(JobLine(j.Id, j.Type, j.Status, j.UserPaused, j.Speed, j.AutoFinalize, j.AutoDismiss, j.FilterName));
         sb.AppendLine($"nbd-server={e.NbdServerRunning}").Append(CounterLine(e.NameCounter));
         return sb.ToString();
     }
@@ -129,8 +132,20 @@ public static class Canonical
             var y = objects[i++];
             if (o.Id != y.Id || o.Type != y.Type) return false;
         }
+        var jobs = e.Jobs;
+        if (jobs.Count != g.Jobs.Count) return false;
+        i = 0;
+        foreach (var j in g.Jobs.Values.OrderByDescending(j => j.Seq))
+        {
+            var y = jobs[i++];
+            if (JobLine(j.Id, j.Type, j.Status, j.UserPaused, j.Speed, j.AutoFinalize, j.AutoDismiss, j.Filter)
+                != JobLine(y.Id, y.Type, y.Status, y.UserPaused, y.Speed, y.AutoFinalize, y.AutoDismiss, y.FilterName)) return false;
+        }
         return true;
     }
+
+    private static string JobLine(string id, string type, Vocabulary.Jobs.JobStatus status, bool paused, long speed, bool autoFinalize, bool autoDismiss, string? filter) =>
+        $"job {id} {type} {Vocabulary.Jobs.JobTables.Name(status)} user-paused={paused} speed={speed} auto-finalize={autoFinalize} auto-dismiss={autoDismiss} filter={filter ?? "-"}";
 
     private static bool SameRoot(Edge? m, ImplGraph.BdrvChild? i) =>
         m is null ? i is null : i is not null && m.Child == i.Node.Name && m.Perm == i.Perm && m.Shared == i.Shared;

@@ -66,6 +66,7 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
         if (Chance(10) && FilterSwap(s) is { } swap) return swap;
         if (io && Chance(25) && Fleecing(s) is { } fleece) return fleece;
         if (Chance(10) && ShapeStep(s) is { } shaped) return shaped; // QEMU's graph-mod shapes: CommandGen.Shapes.cs
+        if (Chance(s.Graph.Jobs.Count > 0 ? 5 : 12)) return JobStep(s); // backup jobs and their verbs: CommandGen.Jobs.cs
         return P(20) switch
         {
             < 6 => Add(s),

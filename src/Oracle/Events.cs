@@ -18,6 +18,7 @@ public static class Events
         ArgumentNullException.ThrowIfNull(after);
         ArgumentNullException.ThrowIfNull(reply);
         if (!reply.IsOk) yield break;
+        foreach (var j in JobCoverage(before, c, after)) yield return j;
         switch (c)
         {
             case Vocabulary.Transaction t when t.Actions.Any(a => a is BlockdevReplace):
@@ -50,5 +51,26 @@ public static class Events
         foreach (var e in g.Edges)
             if (e.Parent is DeviceParent or ExportParent) d[e.Parent] = e.Child;
         return d;
+    }
+
+    /// <summary>Job coverage: backups started by sync mode, verbs accepted by the status they found, statuses jobs moved through.</summary>
+    private static IEnumerable<string> JobCoverage(ModelState before, Command c, ModelState after)
+    {
+        switch (c)
+        {
+            case Vocabulary.Jobs.BlockdevBackup b:
+                yield return $"job: backup started, sync={b.Sync}";
+                break;
+            case Vocabulary.Jobs.JobCommand j when before.Graph.Jobs.TryGetValue(j.Id, out var job):
+                yield return $"job: {j.Name} accepted in {Vocabulary.Jobs.JobTables.Name(job.Status)}";
+                break;
+            case JobRunStep:
+                foreach (var job in before.Graph.Jobs.Values)
+                {
+                    var now = after.Graph.Jobs.TryGetValue(job.Id, out var n) ? Vocabulary.Jobs.JobTables.Name(n.Status) : "null";
+                    if (now != Vocabulary.Jobs.JobTables.Name(job.Status)) yield return $"job: ran from {Vocabulary.Jobs.JobTables.Name(job.Status)} to {now}";
+                }
+                break;
+        }
     }
 }

@@ -107,6 +107,14 @@ public sealed class Judge : IDisposable
                 f.Run(Impl);
                 LastReply = Reply.Ok();
                 return null;
+            case JobRunStep:
+                var checkedFiles = BackupTargetFiles(Model);
+                Model = BlockJobs.Run(Model);
+                Impl.RunJobs();
+                LastReply = Reply.Ok();
+                modelText = implText = "";
+                if (!Canonical.Same(Model, Impl)) return "states differ after running jobs:\n" + Canonical.Diff(Canonical.Of(Model), Canonical.Of(Impl));
+                return checkedFiles.Select(CompareFile).FirstOrDefault(d => d is not null);
         }
         var before = Model;
         var (next, modelReply) = Machine.Apply(Model, c);
@@ -168,6 +176,33 @@ public sealed class Judge : IDisposable
                 ["node-name"] = n!["node-name"]?.DeepClone(), ["drv"] = n["drv"]?.DeepClone(), ["ro"] = n["ro"]?.DeepClone(),
             })]),
         };
+    }
+
+    /// <summary>
+    /// The pool files a run of the jobs is about to fill with a backup's copy the model predicts (sync full or
+    /// top, running, its filter's data predictable, the target a file node): checked byte for byte after the run.
+    /// </summary>
+    private List<string> BackupTargetFiles(ModelState s) =>
+        [.. s.Graph.Jobs.Values
+            .Where(j => j.Status == Vocabulary.Jobs.JobStatus.Running && !j.UserPaused && j.Sync != "none" && j.Filter is not null && Data.Predictable(s, j.Filter))
+            .Select(j => s.Graph.ChildEdge(j.Filter!, "target")?.Child is { } t && s.Graph.Nodes[t] is { Driver: "file" } f ? f.Str("filename") : null)
+            .OfType<string>().Where(f => Files.Contains(f)).Distinct()];
+
+    /// <summary>The host file's bytes against the model's prediction (every sector one pattern byte, unwritten zero).</summary>
+    private string? CompareFile(string file)
+    {
+        if (!Model.Data.Files.TryGetValue(file, out var predicted)) return null;
+        var actual = File.ReadAllBytes(PathOf(file));
+        for (long sector = 0; sector < actual.Length / Data.Sector; sector++)
+        {
+            byte want = predicted.Sectors.TryGetValue(sector, out var b) ? b : (byte)0;
+            for (int i = 0; i < Data.Sector; i++)
+            {
+                if (actual[sector * Data.Sector + i] != want)
+                    return $"backup target {file}: byte {sector * Data.Sector + i} is {actual[sector * Data.Sector + i]}, the model predicts {want} (the source as it was when the job started)";
+            }
+        }
+        return null;
     }
 
     /// <summary>Null when the replies agree exactly; else what differs.</summary>

@@ -27,6 +27,7 @@ public static class Scenario
             var o = JsonNode.Parse(Relocate(line, f => f))!.AsObject();
             if (o.ContainsKey("io")) commands.Add(IoStep.FromJson(o));
             else if (o.ContainsKey("fault")) commands.Add(FaultStep.FromJson(o));
+            else if (o.ContainsKey("run-jobs")) commands.Add(JobRunStep.Instance);
             else if (o.ContainsKey("execute"))
             {
                 var req = new JsonObject { ["execute"] = o["execute"]!.DeepClone() };
@@ -44,6 +45,7 @@ public static class Scenario
     {
         IoStep io => io.ToJson().ToJsonString(),
         FaultStep f => f.ToJson().ToJsonString(),
+        JobRunStep => JobRunStep.ToJson().ToJsonString(),
         _ => CommandWriter.ToQmp(c).ToJsonString(),
     };
 

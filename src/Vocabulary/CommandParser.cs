@@ -15,7 +15,7 @@ public static class CommandParser
     [
         "abort", "block-dirty-bitmap-add", "block-dirty-bitmap-remove", "block-dirty-bitmap-clear",
         "block-dirty-bitmap-enable", "block-dirty-bitmap-disable", "block-dirty-bitmap-merge",
-        "blockdev-snapshot", "blockdev-snapshot-sync", "blockdev-add", "blockdev-del", "x-blockdev-replace",
+        "blockdev-snapshot", "blockdev-snapshot-sync", "blockdev-add", "blockdev-del", "x-blockdev-replace", "blockdev-backup",
     ];
 
     private static readonly FieldType.Enum ParentType = new(["qdev", "driver", "export"]);
@@ -66,6 +66,7 @@ public static class CommandParser
                 "nbd-server-stop" => Struct(args, "", [], _ => new NbdServerStop()),
                 "x-debug-query-block-graph" or "query-block-exports" => Struct(args, "", [], _ => new Query(name)),
                 "query-named-block-nodes" => Struct(args, "", [new("flat", FieldType.Bool)], a => new Query(name, a.TryGetPropertyValue("flat", out var f) && f?.GetValue<bool>() == true)),
+                _ when Jobs.JobCommandParser.Handles(name) => Jobs.JobCommandParser.Parse(name, args, ""),
                 _ => ParseAction(name, args, ""),
             };
         }
@@ -126,6 +127,8 @@ public static class CommandParser
                     a => new BlockdevChange(S(a, "parent")!, S(a, "child"), S(a, "node")));
             case "object-del":
                 return Struct(args, prefix, [new("id", FieldType.Str, false)], a => new ObjectDel(S(a, "id")!));
+            case "blockdev-backup":
+                return Jobs.JobCommandParser.Parse(name, args, prefix);
             default:
                 return (null, new QmpError(ErrorClass.CommandNotFound, $"The command {name} has not been found"));
         }

@@ -47,8 +47,44 @@ public static class CommandWriter
             BitmapCommand b => Bitmap(b),
             Query { Flat: true } => new JsonObject { ["flat"] = true },
             Query => [],
+            Jobs.BlockdevBackup b => Backup(b),
+            Jobs.JobCommand j => Job(j),
+            Jobs.BlockdevMirror m => Mirror(m),
             _ => throw new ArgumentException($"cannot write {c.Name}", nameof(c)),
         };
+    }
+
+    private static JsonObject Backup(Jobs.BlockdevBackup b)
+    {
+        var o = JobStart(b.JobId, b.Device, b.Target, b.Sync, b.Speed, b.AutoFinalize, b.AutoDismiss, b.FilterNodeName);
+        if (b.Bitmap is not null) o["bitmap"] = b.Bitmap;
+        return o;
+    }
+
+    private static JsonObject Mirror(Jobs.BlockdevMirror m) =>
+        JobStart(m.JobId, m.Device, m.Target, m.Sync, m.Speed, m.AutoFinalize, m.AutoDismiss, m.FilterNodeName);
+
+    /// <summary>The members blockdev-backup and blockdev-mirror share; defaults left out.</summary>
+    private static JsonObject JobStart(string? jobId, string device, string target, string sync, long? speed, bool autoFinalize, bool autoDismiss, string? filter)
+    {
+        var o = new JsonObject();
+        if (jobId is not null) o["job-id"] = jobId;
+        o["device"] = device;
+        o["target"] = target;
+        o["sync"] = sync;
+        if (speed is { } sp) o["speed"] = sp;
+        if (!autoFinalize) o["auto-finalize"] = false;
+        if (!autoDismiss) o["auto-dismiss"] = false;
+        if (filter is not null) o["filter-node-name"] = filter;
+        return o;
+    }
+
+    private static JsonObject Job(Jobs.JobCommand j)
+    {
+        var o = new JsonObject { [j.IsBlockJobCommand && j.Command is not "block-job-finalize" and not "block-job-dismiss" ? "device" : "id"] = j.Id };
+        if (j.Verb == Jobs.JobVerb.SetSpeed) o["speed"] = j.Speed;
+        if (j.Force) o["force"] = true;
+        return o;
     }
 
     private static JsonObject Change(BlockdevChange b)

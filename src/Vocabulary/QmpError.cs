@@ -9,6 +9,8 @@ public enum ErrorClass
     CommandNotFound,
     /// <summary><c>DeviceNotFound</c>.</summary>
     DeviceNotFound,
+    /// <summary><c>DeviceNotActive</c>: the block-job-* commands' "Block job 'x' not found".</summary>
+    DeviceNotActive,
 }
 
 /// <summary>An error as QMP reports it: class and exact description text.</summary>

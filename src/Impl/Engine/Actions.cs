@@ -62,6 +62,7 @@ public sealed partial class BlockEngine
         BlockdevSnapshot s => Snapshot(tran, s),
         BlockdevSnapshotSync s => SnapshotSync(tran, s),
         BitmapCommand b => Bitmap(tran, b),
+        Vocabulary.Jobs.BlockdevBackup b => Backup(tran, b),
         AbortAction => QmpError.Generic("Transaction aborted using Abort action"),
         _ => throw new ArgumentException($"{action.Name} is not a transaction action", nameof(action)),
     };
@@ -83,9 +84,10 @@ public sealed partial class BlockEngine
         if (!Live(name, out var node)) return QmpError.Generic($"Failed to find node with node-name='{name}'");
         foreach (var e in node.ParentList)
         {
-            if (e.Parent is DeviceParent or ExportParent) return QmpError.Generic($"Node {name} is in use");
+            // Any BlockBackend: a device's, an export's, a mirror job's on its target.
+            if (e.Parent is RootParent) return QmpError.Generic($"Node {name} is in use");
         }
-        var busy = Blocker(node);
+        var busy = JobBlocker(node) ?? Blocker(node);
         if (busy is not null) return busy;
         if (!node.MonitorOwned) return QmpError.Generic($"Node {name} is not owned by the monitor");
         if (node.RefCount > 1) return QmpError.Generic($"Block device {name} is in use");

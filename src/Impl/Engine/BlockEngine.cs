@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Verified.Impl.Graph;
 using Verified.Impl.IO;
 using Verified.Vocabulary;
+using Verified.Vocabulary.Jobs;
 
 namespace Verified.Impl.Engine;
 
@@ -127,7 +128,7 @@ public sealed partial class BlockEngine : IDisposable
 
     private QmpError? Dispatch(Command c) => c switch
     {
-        Vocabulary.Transaction t => RunTransaction(t.Actions, refreshEveryAction: false, grouped: t.CompletionMode == "grouped"),
+        Vocabulary.Transaction t => DrainAll() ?? RunTransaction(t.Actions, refreshEveryAction: false, grouped: t.CompletionMode == "grouped"),
         BlockdevAdd or BlockdevDel or BlockdevReplace or BlockdevSnapshot or BlockdevSnapshotSync or BitmapCommand => RunTransaction([c], false),
         AbortAction => new QmpError(ErrorClass.CommandNotFound, "The command abort has not been found"),
         BlockdevReopen r => Reopen(r.Options),
@@ -142,6 +143,9 @@ public sealed partial class BlockEngine : IDisposable
         ObjectAdd o => ObjectAdd(o),
         ObjectDel o => ObjectDel(o.Id),
         BlockdevChange b => Change(b),
+        BlockdevBackup => DrainAll() ?? RunTransaction([c], false),
+        JobCommand j => JobVerbCommand(j),
+        BlockdevMirror m => Mirror(m),
         _ => new QmpError(ErrorClass.CommandNotFound, $"The command {c.Name} has not been found"),
     };
 

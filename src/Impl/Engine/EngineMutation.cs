@@ -31,4 +31,7 @@ public enum EngineMutation
 
     /// <summary>copy-before-write lets a guest write land on the source before it copies the old data.</summary>
     WriteBeforeCopy,
+
+    /// <summary>A backup job copies the source as it is now over what its filter kept, not the point-in-time image.</summary>
+    BackupCopiesCurrentData,
 }

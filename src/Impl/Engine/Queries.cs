@@ -15,6 +15,7 @@ public sealed partial class BlockEngine
         {
             ["type"] = "nbd", ["id"] = e.Id, ["node-name"] = e.Root?.Node.Name ?? "", ["shutting-down"] = false,
         })]),
+        "query-jobs" or "query-block-jobs" => JobQuery(q.Command),
         _ => new JsonArray(),
     };
 
@@ -35,11 +36,16 @@ public sealed partial class BlockEngine
             ["perm"] = new JsonArray([.. Perms.ToQapiList(c.Perm).Select(x => (JsonNode)x)]),
             ["shared-perm"] = new JsonArray([.. Perms.ToQapiList(c.Shared).Select(x => (JsonNode)x)]),
         });
-        IEnumerable<RootParent> backends = devices.Values.Where(d => d.IsBlock).Cast<RootParent>().Concat(exports.Values).OrderBy(r => r.Seq);
+        IEnumerable<RootParent> backends = devices.Values.Where(d => d.IsBlock).Cast<RootParent>().Concat(exports.Values).Concat(JobBackends()).OrderBy(r => r.Seq);
         foreach (var r in backends)
         {
             nodeList.Add(new JsonObject { ["id"] = Id(r), ["type"] = "block-backend", ["name"] = r.GraphName });
             if (r.Root is { } root) Edge(r, root);
+        }
+        foreach (var j in jobs.Values.OrderByDescending(j => j.Seq))
+        {
+            nodeList.Add(new JsonObject { ["id"] = Id(j), ["type"] = "block-job", ["name"] = j.Id });
+            foreach (var c in j.Edges) Edge(j, c);
         }
         foreach (var n in nodes.Values.OrderBy(n => n.Seq))
         {

@@ -53,6 +53,19 @@ public static class Errnos
     public const int ENOTSUP = 95;
     /// <summary>Timed out.</summary>
     public const int ETIMEDOUT = 110;
+
+    /// <summary>glibc's strerror text, as QEMU's messages carry it.</summary>
+    public static string Strerror(int errno) => errno switch
+    {
+        EIO => "Input/output error",
+        EINVAL => "Invalid argument",
+        ENOSPC => "No space left on device",
+        EPERM => "Operation not permitted",
+        ENOTSUP => "Operation not supported",
+        ETIMEDOUT => "Connection timed out",
+        EACCES => "Permission denied",
+        _ => "errno " + errno.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    };
 }
 
 /// <summary>What the engine offers drivers: the clock, throttle groups, storage. Injected for determinism.</summary>

@@ -14,7 +14,7 @@ internal static class PermRules
 
     public static bool IsFilter(string d) => d switch
     {
-        "throttle" or "copy-on-read" or "compress" or "preallocate" or "blkdebug" or "copy-before-write" => true,
+        "throttle" or "copy-on-read" or "compress" or "preallocate" or "blkdebug" or "copy-before-write" or "mirror_top" => true,
         _ => false,
     };
 

@@ -22,6 +22,7 @@ public sealed partial class QmpDispatcher
         "nbd-server-start", "nbd-server-stop", "nbd-server-add", "nbd-server-remove", "block-export-add", "block-export-del",
         "query-block-exports", "query-named-block-nodes", "x-debug-query-block-graph",
         "x-blockdev-change", "block_resize", "x-blockdev-set-iothread",
+        .. Vocabulary.Jobs.JobCommandParser.CommandNames,
     ];
 
     private static readonly string[] Commands = [.. DaemonCommands, .. EngineCommands];

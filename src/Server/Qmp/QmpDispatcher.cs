@@ -82,6 +82,7 @@ public sealed partial class QmpDispatcher : IDisposable
     {
         var (reply, late) = RunDeferringLateEvents(name, arguments);
         Deliver(late);
+        AfterReply();
         return reply;
     }
 
@@ -111,7 +112,7 @@ public sealed partial class QmpDispatcher : IDisposable
                 // A value of a shape the command parser did not foresee: answer, never crash the daemon.
                 reply = new Reply(null, QmpError.Generic($"Invalid parameter: {e.Message}"));
             }
-            events = reply.IsOk ? EventsBetween(before, Snapshot()) : [];
+            events = [.. JobEvents(), .. reply.IsOk ? EventsBetween(before, Snapshot()) : []];
         }
         Deliver([.. events.Where(e => !IsLate(e))]);
         return (reply, [.. events.Where(IsLate)]);
@@ -133,7 +134,13 @@ public sealed partial class QmpDispatcher : IDisposable
     }
 
     /// <inheritdoc/>
-    public void Dispose() => quit.Dispose();
+    public void Dispose()
+    {
+        Task? r;
+        lock (runnerLock) r = runner;
+        r?.Wait();
+        quit.Dispose();
+    }
 
     private sealed class Unsubscriber(Action dispose) : IDisposable
     {

@@ -76,6 +76,7 @@ public sealed class QmpSession : IDisposable
         if (hasId) json["id"] = id?.DeepClone();
         Send(json);
         if (late is not null) dispatcher.Deliver(late);
+        dispatcher.AfterReply();
         if (command == "quit" && reply.IsOk)
         {
             QuitSent = true;

@@ -443,17 +443,37 @@ public sealed class CopyBeforeWriteDriver : BlockDriver, IHiddenBitmaps
         if (to > from) await target.DiscardAsync(from, to - from).ConfigureAwait(false);
     }
 
-    private static string ErrnoText(int errno) => errno switch
+    private static string ErrnoText(int errno) => Errnos.Strerror(errno);
+
+    /// <summary>The number of clusters of the source (the job's unit of work).</summary>
+    public long ClusterCount
     {
-        Errnos.EIO => "Input/output error",
-        Errnos.EINVAL => "Invalid argument",
-        Errnos.ENOSPC => "No space left on device",
-        Errnos.EPERM => "Operation not permitted",
-        Errnos.ENOTSUP => "Operation not supported",
-        Errnos.ETIMEDOUT => "Connection timed out",
-        EACCES => "Permission denied",
-        _ => "errno " + errno.ToString(CultureInfo.InvariantCulture),
-    };
+        get
+        {
+            lock (sync) return toCopy.Count;
+        }
+    }
+
+    /// <summary>The <c>BackupCopiesCurrentData</c> mutant's copy: the cluster as the source holds it now, copied or not.</summary>
+    internal int CopyClusterAgainForMutant(long cluster)
+    {
+        lock (sync) toCopy[cluster] = true;
+        return CopyClustersAsync(cluster, cluster + 1).GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// The backup job's copy of one cluster (backup.c's loop over <c>block_copy</c>): copied unless the
+    /// filter already did (or is doing) it, each cluster at most once. Returns 0 or an errno.
+    /// </summary>
+    internal ValueTask<int> CopyClusterForJobAsync(long cluster)
+    {
+        lock (sync)
+        {
+            if (cluster < 0 || cluster >= toCopy.Count) throw new ArgumentOutOfRangeException(nameof(cluster));
+            if (!toCopy[cluster] && !inflight.ContainsKey(cluster)) return ValueTask.FromResult(0);
+        }
+        return new ValueTask<int>(CopyClustersAsync(cluster, cluster + 1));
+    }
 
     private sealed class FrozenRead(long start, long end)
     {

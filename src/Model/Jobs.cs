@@ -1,0 +1,189 @@
+using System.Collections.Immutable;
+using Verified.Vocabulary;
+using Verified.Vocabulary.Jobs;
+
+namespace Verified.Model;
+
+/// <summary>
+/// Backup jobs (spec/jobs.md): blockdev-backup's prepare, the job verbs, and running jobs to their next
+/// status. Statuses move only as QEMU's tables allow (<see cref="JobTables"/>); a job's edges take nothing
+/// and share everything, and stay at their node when nodes are replaced.
+/// </summary>
+public static class BlockJobs
+{
+    /// <summary>QEMU's op-blocker text for a node a job holds; null when no job holds it.</summary>
+    public static QmpError? Blocker(Graph g, string node)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        return g.ParentsOf(node).FirstOrDefault(e => e.Parent is JobParent) is { Parent: JobParent jp }
+            ? Results.Fail($"Node '{node}' is busy: block device is in use by block job: {g.Jobs[jp.Id].Type}") : null;
+    }
+
+    /// <summary>
+    /// blockdev-backup's prepare in QEMU 7.2's order; <paramref name="length"/> tells node lengths (null:
+    /// unknown, and then the size check is skipped). The job is running once the transaction commits.
+    /// </summary>
+    public static Step Backup(Tx tx, BlockdevBackup b, Func<string, long?> length)
+    {
+        ArgumentNullException.ThrowIfNull(tx);
+        ArgumentNullException.ThrowIfNull(b);
+        ArgumentNullException.ThrowIfNull(length);
+        var g = tx.Graph;
+        if (g.Live(b.Device) is null) return new(tx, Results.Fail($"Cannot find device='{b.Device}' nor node-name='{b.Device}'"));
+        if (g.Live(b.Target) is null) return new(tx, Results.Fail($"Cannot find device='{b.Target}' nor node-name='{b.Target}'"));
+        if (b.Sync is "incremental" or "bitmap" && b.Bitmap is null) return new(tx, Results.Fail($"must provide a valid bitmap name for '{b.Sync}' sync mode"));
+        if (b.Bitmap is not null)
+        {
+            if (!g.Nodes[b.Device].Bitmaps.Any(x => x.Name == b.Bitmap)) return new(tx, Results.Fail($"Bitmap '{b.Bitmap}' could not be found"));
+            if (b.Sync != "incremental") return new(tx, Results.Fail("Bitmap sync mode must be given when providing a bitmap"));
+        }
+        if (b.Device == b.Target) return new(tx, Results.Fail("Source and target cannot be the same"));
+        if ((Blocker(g, b.Device) ?? Blocker(g, b.Target)) is { } busy) return new(tx, busy);
+        if (length(b.Device) is { } ls && length(b.Target) is { } lt && ls != lt) return new(tx, Results.Fail("Source and target image have different sizes"));
+        var filter = InsertFilter(tx, b);
+        if (filter.Error is not null) return filter;
+        tx = filter.Tx;
+        var cbw = tx.Graph.NodesInOrder[^1].Name;
+        var id = b.JobId ?? "";
+        if (!Names.IsWellFormed(id)) return new(tx, Results.Fail($"Invalid job ID '{id}'"));
+        if (tx.Graph.Jobs.ContainsKey(id)) return new(tx, Results.Fail($"Job ID '{id}' already in use"));
+        var (g2, seq) = tx.Graph.TakeSeq();
+        var job = new Job(id, "backup", seq)
+        {
+            Status = JobStatus.Running, Sync = b.Sync, AutoFinalize = b.AutoFinalize, AutoDismiss = b.AutoDismiss, Speed = b.Speed ?? 0, Filter = cbw,
+        };
+        // block_job_create: the main node edge (the filter now has a parent and takes more below), then the speed.
+        var r = Refreshed(tx.On(AttachJobEdge(g2 with { Jobs = g2.Jobs.SetItem(id, job) }, id, "main node", cbw)), [cbw]);
+        if (r.Error is not null) return new(tx, r.Error);
+        if (b.Speed < 0) return new(tx, Results.Fail("Parameter 'speed' expects a non-negative value"));
+        r = Refreshed(r.Tx.On(AttachJobEdge(r.Tx.Graph, id, "target", b.Target)), [b.Target]);
+        return r.Error is null ? r : new(tx, r.Error);
+    }
+
+    /// <summary>A refresh point inside the transaction: the lock bytes it takes stay held until the end (as QEMU keeps them).</summary>
+    private static Step Refreshed(Tx tx, IEnumerable<string> nodes)
+    {
+        var held = tx.HeldLocks();
+        var r = Refresh.Nodes(tx.Graph, nodes, null, held);
+        return r.Ok ? new(tx.On(r.Get()) with { Held = held.ToImmutableDictionary(StringComparer.Ordinal) }, null) : new(tx, r.Error);
+    }
+
+    /// <summary>bdrv_cbw_append: open the filter (QEMU 7.2's permission scheme) over source and target, then move the source's parents onto it.</summary>
+    private static Step InsertFilter(Tx tx, BlockdevBackup b)
+    {
+        var scalars = ValueMap<string>.Empty.SetItem("x-perm-scheme", "\"upstream\"");
+        var o = new BlockdevOptions("copy-before-write", b.FilterNodeName, scalars,
+            ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefName(b.Device)), new ChildOption("target", new BlockdevRefName(b.Target))]));
+        var opened = Operations.Open(tx, o, null, false, null);
+        if (opened.Error is not null) return new(opened.Tx, opened.Error);
+        var refreshList = opened.Tx.RefreshList;
+        var r = Refreshed(opened.Tx, [opened.Name]);
+        if (r.Error is not null) return new(opened.Tx, r.Error with { Desc = "Could not create node: " + r.Error.Desc });
+        tx = Operations.ReplaceNode(r.Tx, b.Device, opened.Name);
+        r = Refreshed(tx, [opened.Name]);
+        return r.Error is null ? new(r.Tx with { RefreshList = refreshList }, null) : new(tx, r.Error with { Desc = "Could not replace node: " + r.Error.Desc });
+    }
+
+    private static Graph AttachJobEdge(Graph g, string job, string name, string node)
+    {
+        var (g2, seq) = g.TakeSeq();
+        return g2 with { Edges = g2.Edges.Add(new Edge(seq, new JobParent(job), name, node, Role.None, Perm.None, Perm.All, seq)) };
+    }
+
+    /// <summary>A job verb (job-*, block-job-*), with QEMU's lookup errors and checks in order.</summary>
+    public static Result<ModelState> Verb(ModelState s, JobCommand c)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        ArgumentNullException.ThrowIfNull(c);
+        var g = s.Graph;
+        if (!g.Jobs.TryGetValue(c.Id, out var job))
+            return c.IsBlockJobCommand ? new QmpError(ErrorClass.DeviceNotActive, $"Block job '{c.Id}' not found") : Results.Fail("Job not found");
+        var refused = JobTables.ApplyVerb(job.Id, job.Status, c.Verb);
+        switch (c.Verb)
+        {
+            case JobVerb.Pause:
+                if (refused is not null) return refused;
+                if (job.UserPaused) return Results.Fail("Job is already paused");
+                return With(s, job with { UserPaused = true, Status = Paused(job.Status) });
+            case JobVerb.Resume:
+                if (!job.UserPaused) return Results.Fail("Can't resume a job that was not paused");
+                return refused is not null ? refused : With(s, Resumed(job));
+            case JobVerb.SetSpeed:
+                if (refused is not null) return refused;
+                return c.Speed < 0 ? Results.Fail("Parameter 'speed' expects a non-negative value") : With(s, job with { Speed = c.Speed });
+            case JobVerb.Cancel:
+                if (refused is not null) return refused;
+                job = (job.UserPaused ? Resumed(job) : job) with { Cancelled = true };
+                return Finalize(With(s, job), job);
+            case JobVerb.Complete:
+                return refused ?? Results.Fail($"The active block job '{job.Id}' cannot be completed");
+            case JobVerb.Finalize:
+                return refused is not null ? refused : Finalize(s, job);
+            case JobVerb.Dismiss:
+                return refused is not null ? refused : s with { Graph = g with { Jobs = g.Jobs.Remove(job.Id) } };
+            default:
+                return refused ?? Results.Fail("Job type does not support change");
+        }
+    }
+
+    private static JobStatus Paused(JobStatus s) => s switch { JobStatus.Running => JobStatus.Paused, JobStatus.Ready => JobStatus.Standby, _ => s };
+
+    private static Job Resumed(Job j) => j with
+    {
+        UserPaused = false,
+        Status = j.Status switch { JobStatus.Paused => JobStatus.Running, JobStatus.Standby => JobStatus.Ready, _ => j.Status },
+    };
+
+    private static ModelState With(ModelState s, Job j) => s with { Graph = s.Graph with { Jobs = s.Graph.Jobs.SetItem(j.Id, j) } };
+
+    /// <summary>
+    /// Runs every running, unpaused job with work (a sync=full or top backup), oldest first: it copies what
+    /// its filter has not, then waits, is pending, and finalizes if it may. A failed copy aborts the job.
+    /// </summary>
+    public static ModelState Run(ModelState s)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        foreach (var job in s.Graph.Jobs.Values.OrderBy(j => j.Seq).ToList())
+        {
+            if (job.Status != JobStatus.Running || job.UserPaused || job.Sync == "none" || job.Filter is null) continue;
+            var cbw = s.Graph.Nodes[job.Filter];
+            int errno = 0;
+            bool bytesKnown = Data.Predictable(s, cbw.Name);
+            // Where the bytes are unknown (a null-co source without read-zeroes) the copy still meets the
+            // host faults in order; the target's file then holds bytes the model does not know.
+            if (Data.Length(s, s.Graph.ChildEdge(cbw.Name, "file")!.Child) is not null) (s, errno) = Data.CopyAll(s, cbw);
+            else bytesKnown = false;
+            if (!bytesKnown && s.Graph.ChildEdge(cbw.Name, "target") is { } t) s = Forget(s, t.Child);
+            if (errno != 0) s = Finalize(With(s, job with { Status = JobStatus.Aborting }), job with { Status = JobStatus.Aborting }).Get();
+            else if (!job.AutoFinalize) s = With(s, job with { Status = JobStatus.Pending });
+            else s = Finalize(s, job with { Status = JobStatus.Pending }).Get();
+        }
+        return s;
+    }
+
+    /// <summary>What the model can no longer predict: the host file under <paramref name="node"/> got bytes it does not know.</summary>
+    private static ModelState Forget(ModelState s, string node)
+    {
+        for (var n = s.Graph.Find(node); n is not null; n = s.Graph.Find(s.Graph.ChildEdge(n.Name, "file")?.Child ?? ""))
+        {
+            if (n.Driver == "file" && n.Str("filename") is { } f) return s with { Data = s.Data with { Files = s.Data.Files.Remove(f) } };
+        }
+        return s;
+    }
+
+    /// <summary><c>job_finalize_single</c>: the job's edges go, then its filter; it concludes, and goes if auto-dismiss.</summary>
+    private static Result<ModelState> Finalize(ModelState s, Job job)
+    {
+        var g = Operations.DetachRoot(s.Graph, new JobParent(job.Id));
+        if (job.Filter is { } filter && g.Find(filter) is not null)
+        {
+            var below = g.ChildEdge(filter, "file")!.Child;
+            var tx = Operations.ReplaceNode(Tx.Begin(g, s.NameCounter), filter, below);
+            var r = Refresh.Nodes(tx.Graph, [below, filter, .. tx.RefreshList]);
+            if (r.Ok) g = Operations.Commit(tx.On(r.Get()));
+        }
+        var done = job with { Status = JobStatus.Concluded, Filter = null };
+        g = job.AutoDismiss ? g with { Jobs = g.Jobs.Remove(job.Id) } : g with { Jobs = g.Jobs.SetItem(job.Id, done) };
+        return s with { Graph = g };
+    }
+}
