@@ -38,6 +38,13 @@ public sealed partial class BlockNode
         return Driver.WriteZeroesAsync(offset, length, flags);
     }
 
+    /// <summary>What the range holds (hole, zeroes) and for how many bytes; the range must lie within the node.</summary>
+    public ValueTask<RangeStatus> StatusAsync(long offset, long length)
+    {
+        CheckRange(offset, length);
+        return length == 0 ? ValueTask.FromResult(new RangeStatus(0, false, false)) : Driver.StatusAsync(offset, length);
+    }
+
     private void CheckRange(long offset, long length)
     {
         if (offset < 0 || length < 0 || offset > Length - length)

@@ -77,6 +77,20 @@ public abstract class RootParent : IBlockParent
         }
     }
 
+    /// <summary>What the attached node holds at a range (hole, zeroes) and for how many bytes.</summary>
+    public async ValueTask<IO.RangeStatus> StatusAsync(long offset, long length)
+    {
+        await gate.EnterAsync().ConfigureAwait(false);
+        try
+        {
+            return await Attached(Perm.None).StatusAsync(offset, length).ConfigureAwait(false);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
+
     /// <summary>Flushes the attached node.</summary>
     public async ValueTask FlushAsync()
     {
