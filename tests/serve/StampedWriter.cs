@@ -15,6 +15,7 @@ public sealed class StampedWriter : IDisposable
     public const int BlockBytes = 4096;
 
     private readonly NbdTestClient client;
+    private readonly int first;
     private readonly int blocks;
     private readonly Random random;
     private readonly long[] lastAcked;
@@ -24,17 +25,21 @@ public sealed class StampedWriter : IDisposable
     private volatile bool stop;
     private long count;
 
-    /// <summary>Connects to <paramref name="export"/> and starts writing.</summary>
-    public StampedWriter(string socket, string export, long size, int seed)
+    /// <summary>Connects to <paramref name="export"/> and starts writing blocks [<paramref name="firstBlock"/>, +<paramref name="blockCount"/>) (all of <paramref name="size"/> by default).</summary>
+    public StampedWriter(string socket, string export, long size, int seed, int firstBlock = 0, int blockCount = 0)
     {
         client = NbdTestClient.Connect(socket);
         if (client.Go(export) != 1) throw new InvalidOperationException($"export {export} refused");
-        blocks = (int)(size / BlockBytes);
+        first = firstBlock;
+        blocks = blockCount > 0 ? blockCount : (int)(size / BlockBytes) - firstBlock;
         lastAcked = new long[blocks];
         random = new Random(seed);
         thread = new Thread(Loop) { IsBackground = true, Name = $"writer {export}" };
         thread.Start();
     }
+
+    /// <summary>The writer's first block; <see cref="Expected"/> starts there.</summary>
+    public int FirstBlock => first;
 
     /// <summary>Writes acknowledged so far.</summary>
     public long Count => Interlocked.Read(ref count);
@@ -59,7 +64,7 @@ public sealed class StampedWriter : IDisposable
             uint errno;
             try
             {
-                errno = client.Write((long)block * BlockBytes, data);
+                errno = client.Write((long)(first + block) * BlockBytes, data);
             }
             catch (IOException e)
             {
@@ -96,7 +101,16 @@ public sealed class StampedWriter : IDisposable
         thread.Join();
     }
 
-    /// <summary>The image every acknowledged write makes (blocks never written stay zero).</summary>
+    /// <summary>Whether this writer owns block <paramref name="block"/> of the export.</summary>
+    public bool Owns(int block) => block >= first && block < first + blocks;
+
+    /// <summary>The sequence number of the last acknowledged write to export block <paramref name="block"/> (0 if none).</summary>
+    public long LastAcked(int block)
+    {
+        lock (log) return lastAcked[block - first];
+    }
+
+    /// <summary>The writer's blocks as every acknowledged write makes them (blocks never written stay zero).</summary>
     public byte[] Expected()
     {
         var image = new byte[(long)blocks * BlockBytes];
@@ -122,7 +136,7 @@ public sealed class StampedWriter : IDisposable
         {
             for (int b = 0; b < blocks; b++)
             {
-                var block = image.AsSpan(b * BlockBytes, BlockBytes);
+                var block = image.AsSpan((first + b) * BlockBytes, BlockBytes);
                 long stamp = BinaryPrimitives.ReadInt64LittleEndian(block);
                 var expect = new byte[BlockBytes];
                 Fill(expect, stamp);
@@ -142,7 +156,8 @@ public sealed class StampedWriter : IDisposable
         lock (log) return log.Count(w => w.Sent > after);
     }
 
-    private static void Fill(Span<byte> block, long seq)
+    /// <summary>Fills a block with a stamp.</summary>
+    public static void Fill(Span<byte> block, long seq)
     {
         for (int i = 0; i < block.Length; i += 8) BinaryPrimitives.WriteInt64LittleEndian(block[i..], seq);
     }
