@@ -105,7 +105,7 @@ def main():
                     runs.append((name, i, "verified" if who == "v" else "qsd", t))
             mv, mq = statistics.median(times["v"]), statistics.median(times["q"])
             n = int(args[args.index("-c") + 1])
-            size = 4096 if "4k" in name else 65536
+            size = 4096 if name.startswith("4k ") else 65536
             table.append((name, " ".join(args), mv, mq, mv / mq, n * size / mv / (1 << 20), n * size / mq / (1 << 20)))
             print(f"{name}: verified {mv:.3f} s, qsd {mq:.3f} s, ratio {mv / mq:.2f}", flush=True)
         load_end = os.getloadavg()[0]

@@ -75,6 +75,33 @@ public class NbdClientTests
         Assert.Equal([(32u << 10, 0u), (32u << 10, 3u)], extents);
     }
 
+    /// <summary>
+    /// qemu:allocation-depth is offered only by exports added with allocation-depth; through a raw
+    /// image every byte is held by the top layer (depth 1), as QEMU says of raw images, and the
+    /// context answers beside base:allocation in one reply, ended by the last chunk.
+    /// </summary>
+    [NbdFact]
+    public void Allocation_depth_is_served_when_the_export_asks_for_it()
+    {
+        using var rig = NbdRig.Start(("disk", DiskBytes));
+        rig.Ok("block-export-add", """{"type": "nbd", "id": "deep", "node-name": "disk", "allocation-depth": true}""");
+        rig.Export("flat", "disk", writable: true);
+        Assert.Equal(0, NbdTools.Run("qemu-io", "-f", "raw", rig.Uri("flat"), "-c", "write -P 1 0 64k").Exit);
+        using var c = NbdTestClient.Connect(rig.NbdSocket);
+        Assert.Equal(1u, c.Go("disk", contexts: ["base:allocation", "qemu:allocation-depth"]));
+        Assert.Equal(new Dictionary<string, uint> { ["base:allocation"] = 0, ["qemu:allocation-depth"] = 1 }, c.ContextIds);
+        var (e, all) = c.BlockStatusAll(0, 1 << 20);
+        Assert.Equal(0u, e);
+        Assert.Equal([(64u << 10, 0u), ((1u << 20) - (64u << 10), 3u)], all[0]);
+        Assert.Equal([(1u << 20, 1u)], all[1]);
+        using var flat = NbdTestClient.Connect(rig.NbdSocket);
+        Assert.Equal(1u, flat.Go("flat", contexts: ["base:allocation", "qemu:allocation-depth"]));
+        Assert.Equal(["base:allocation"], flat.ContextIds.Keys);
+        var map = NbdTools.Run("nbdinfo", "--map=qemu:allocation-depth", rig.Uri("disk"));
+        Assert.True(map.Exit == 0, map.Err);
+        Assert.Matches(@"^\s*0\s+4194304\s+1\s", map.Out);
+    }
+
     /// <summary>nbdinfo --list shows every export with its size, description and read-only flag.</summary>
     [NbdFact]
     public void Nbdinfo_lists_exports_and_sizes()

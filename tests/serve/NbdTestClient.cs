@@ -41,8 +41,10 @@ public sealed class NbdTestClient : IDisposable
     }
 
     /// <summary>Negotiates and selects <paramref name="export"/>; returns the option reply type of GO (1 = ACK).</summary>
-    public uint Go(string export, bool structuredReplies = false, bool blockStatus = false)
+    public uint Go(string export, bool structuredReplies = false, bool blockStatus = false, string[]? contexts = null)
     {
+        contexts ??= blockStatus ? ["base:allocation"] : [];
+        blockStatus = contexts.Length > 0;
         var hello = ReadBytes(18);
         if (BinaryPrimitives.ReadUInt64BigEndian(hello) != 0x4e42444d41474943) throw new InvalidDataException("no NBDMAGIC");
         WriteBytes(U32(3)); // fixed newstyle, no zeroes
@@ -53,11 +55,15 @@ public sealed class NbdTestClient : IDisposable
         }
         if (blockStatus)
         {
-            var ctx = Encoding.UTF8.GetBytes("base:allocation");
             var name = Encoding.UTF8.GetBytes(export);
-            var meta = Concat(U32((uint)name.Length), name, U32(1), U32((uint)ctx.Length), ctx);
-            if (Option(10, meta).Type != 4) throw new InvalidDataException("base:allocation not selected");
-            ReadReply(); // ACK
+            var queries = contexts.Select(c => Encoding.UTF8.GetBytes(c)).SelectMany(q => Concat(U32((uint)q.Length), q)).ToArray();
+            var (metaType, body) = Option(10, Concat(U32((uint)name.Length), name, U32((uint)contexts.Length), queries));
+            while (metaType == 4)
+            {
+                ContextIds[Encoding.UTF8.GetString(body, 4, body.Length - 4)] = BinaryPrimitives.ReadUInt32BigEndian(body);
+                (metaType, body) = ReadReply();
+            }
+            if (metaType != 1) throw new InvalidDataException($"meta contexts refused: {metaType:x}");
         }
         var n = Encoding.UTF8.GetBytes(export);
         var (type, _) = Option(7, Concat(U32((uint)n.Length), n, new byte[2]));
@@ -75,6 +81,9 @@ public sealed class NbdTestClient : IDisposable
     }
 
     private byte[] LastBody { get; set; } = [];
+
+    /// <summary>The meta contexts the server selected, by name, with their ids.</summary>
+    public Dictionary<string, uint> ContextIds { get; } = [];
 
     private (uint Type, byte[] Body) Option(uint opt, byte[] data)
     {
@@ -132,15 +141,27 @@ public sealed class NbdTestClient : IDisposable
     public uint Flush() => Raw(3, 0, 0, 0);
 
     /// <summary>base:allocation extents (length, flags) for a range; needs <see cref="Go"/> with blockStatus.</summary>
-    public (uint Errno, List<(uint Length, uint Flags)> Extents) BlockStatus(long offset, uint length)
+    public (uint Errno, List<(uint Length, uint Flags)> Extents) BlockStatus(long offset, uint length, ushort flags = 0)
     {
-        Request(7, 0, offset, length, []);
-        var (_, type, body) = Chunk();
-        if (type >= 0x8000) return (BinaryPrimitives.ReadUInt32BigEndian(body), []);
-        var list = new List<(uint, uint)>();
-        for (int i = 4; i + 8 <= body.Length; i += 8)
-            list.Add((BinaryPrimitives.ReadUInt32BigEndian(body.AsSpan(i)), BinaryPrimitives.ReadUInt32BigEndian(body.AsSpan(i + 4))));
-        return (0, list);
+        var (errno, all) = BlockStatusAll(offset, length, flags);
+        return (errno, errno != 0 ? [] : all[ContextIds["base:allocation"]]);
+    }
+
+    /// <summary>Extents (length, flags) of every selected context for a range, by context id.</summary>
+    public (uint Errno, Dictionary<uint, List<(uint Length, uint Flags)>> Extents) BlockStatusAll(long offset, uint length, ushort flags = 0)
+    {
+        Request(7, flags, offset, length, []);
+        var result = new Dictionary<uint, List<(uint, uint)>>();
+        while (true)
+        {
+            var (chunkFlags, type, body) = Chunk();
+            if (type >= 0x8000) return (BinaryPrimitives.ReadUInt32BigEndian(body), []);
+            var list = new List<(uint, uint)>();
+            for (int i = 4; i + 8 <= body.Length; i += 8)
+                list.Add((BinaryPrimitives.ReadUInt32BigEndian(body.AsSpan(i)), BinaryPrimitives.ReadUInt32BigEndian(body.AsSpan(i + 4))));
+            result[BinaryPrimitives.ReadUInt32BigEndian(body)] = list;
+            if ((chunkFlags & 1) != 0) return (0, result);
+        }
     }
 
     /// <summary>Sends raw bytes (for malformed requests).</summary>

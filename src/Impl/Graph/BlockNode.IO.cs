@@ -45,6 +45,33 @@ public sealed partial class BlockNode
         return length == 0 ? ValueTask.FromResult(new RangeStatus(0, false, false)) : Driver.StatusAsync(offset, length);
     }
 
+    /// <summary>Backing chains deeper than this are not followed by <see cref="AllocationDepthAsync"/> (a bound; QEMU has none).</summary>
+    public const int AllocationChainMax = 1024;
+
+    /// <summary>
+    /// QEMU's allocation depth (the <c>qemu:allocation-depth</c> NBD context): 1 when this node's own
+    /// layer holds the range, 2 when its backing does, and so on; 0 when no layer does. Filters are
+    /// looked through. A layer that cannot tell (no <see cref="IAllocationStatus"/>) holds everything,
+    /// as a raw image does in QEMU. Returns the depth and for how many bytes it holds (at least 1).
+    /// </summary>
+    public async ValueTask<(int Depth, long Bytes)> AllocationDepthAsync(long offset, long length)
+    {
+        CheckRange(offset, length);
+        var node = this;
+        for (int depth = 1; depth <= AllocationChainMax; depth++)
+        {
+            for (int hop = 0; hop < AllocationChainMax && Rules.PermRules.IsFilter(node.DriverName) && (node.Child("file") ?? node.Child("image")) is { } f; hop++)
+                node = f.Node;
+            if (node.Driver is not IAllocationStatus a) return (depth, length);
+            var (allocated, bytes) = await a.IsAllocatedAsync(offset, length).ConfigureAwait(false);
+            if (allocated) return (depth, bytes);
+            length = bytes;
+            if (node.Child("backing") is not { } backing) return (0, length);
+            node = backing.Node;
+        }
+        return (0, length);
+    }
+
     private void CheckRange(long offset, long length)
     {
         if (offset < 0 || length < 0 || offset > Length - length)

@@ -91,6 +91,20 @@ public abstract class RootParent : IBlockParent
         }
     }
 
+    /// <summary>How deep in the attached node's backing chain a range is allocated, and for how many bytes.</summary>
+    public async ValueTask<(int Depth, long Bytes)> AllocationDepthAsync(long offset, long length)
+    {
+        await gate.EnterAsync().ConfigureAwait(false);
+        try
+        {
+            return await Attached(Perm.None).AllocationDepthAsync(offset, length).ConfigureAwait(false);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
+
     /// <summary>Flushes the attached node.</summary>
     public async ValueTask FlushAsync()
     {
@@ -190,6 +204,9 @@ public sealed class ExportParent : RootParent
 
     /// <summary>Bitmaps exported as meta contexts.</summary>
     public ValueList<string> Bitmaps { get; }
+
+    /// <summary>Whether clients may ask for the <c>qemu:allocation-depth</c> meta context.</summary>
+    public bool AllocationDepth { get; init; }
 
     /// <inheritdoc/>
     public override string GraphName => Id;

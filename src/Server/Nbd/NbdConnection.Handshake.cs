@@ -121,7 +121,7 @@ internal sealed partial class NbdConnection
         var wanted = Enumerable.Range(0, count).Select(i => BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(at + 2 + (2 * i)))).ToHashSet();
         var exp = opt == OptGo ? server.Attach(this, name) : server.FindExport(name);
         if (exp is null) throw new BadOption(RepErrUnknown, $"export '{name}' not present");
-        if (opt == OptGo && metaExport != name) selectedBase = false; // contexts chosen for another export do not carry over
+        if (opt == OptGo && metaExport != name) selected = []; // contexts chosen for another export do not carry over
         if (wanted.Contains(InfoName)) await InfoReplyAsync(opt, InfoName, Encoding.UTF8.GetBytes(name), ct).ConfigureAwait(false);
         if (wanted.Contains(InfoDescription) && exp.ExportDescription is { } d)
             await InfoReplyAsync(opt, InfoDescription, Encoding.UTF8.GetBytes(d), ct).ConfigureAwait(false);
@@ -138,7 +138,12 @@ internal sealed partial class NbdConnection
         return exp;
     }
 
-    /// <summary>NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT over the one context served, <c>base:allocation</c>.</summary>
+    /// <summary>
+    /// NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT over the contexts an export has:
+    /// <c>base:allocation</c> always, <c>qemu:allocation-depth</c> when the export was added with
+    /// allocation-depth. An empty query list asks for every context (LIST) or selects none (SET);
+    /// a namespace alone (<c>base:</c>, <c>qemu:</c>) lists the whole namespace.
+    /// </summary>
     private async Task MetaContextAsync(uint opt, byte[] data, CancellationToken ct)
     {
         if (opt == OptSetMetaContext && !structured) throw new BadOption(RepErrInvalid, "meta contexts need structured replies");
@@ -153,22 +158,24 @@ internal sealed partial class NbdConnection
             queries.Add(q);
         }
         if (at != data.Length) throw new BadOption(RepErrInvalid, "request length does not match its queries");
-        if (server.FindExport(name) is null) throw new BadOption(RepErrUnknown, $"export '{name}' not present");
-        // An empty list asks for every context (LIST) or selects none (SET); "base:" names the whole namespace.
-        bool match = opt == OptListMetaContext
-            ? queries.Count == 0 || queries.Any(q => q is BaseAllocation or "base:")
-            : queries.Contains(BaseAllocation);
+        var exp = server.FindExport(name) ?? throw new BadOption(RepErrUnknown, $"export '{name}' not present");
+        var offered = new List<(string Name, uint Id)> { (BaseAllocation, BaseAllocationId) };
+        if (exp.AllocationDepth) offered.Add((AllocationDepth, AllocationDepthId));
+        bool Matches(string ctx) => opt == OptListMetaContext
+            ? queries.Count == 0 || queries.Any(q => q == ctx || (q.EndsWith(':') && ctx.StartsWith(q, StringComparison.Ordinal)))
+            : queries.Contains(ctx);
+        var chosen = offered.Where(c => Matches(c.Name)).ToList();
         if (opt == OptSetMetaContext)
         {
             metaExport = name;
-            selectedBase = match;
+            selected = [.. chosen.Select(c => c.Id)];
         }
-        if (match)
+        foreach (var (ctx, id) in chosen)
         {
-            var ctx = Encoding.UTF8.GetBytes(BaseAllocation);
-            var body = new byte[4 + ctx.Length];
-            BinaryPrimitives.WriteUInt32BigEndian(body, BaseAllocationId);
-            ctx.CopyTo(body, 4);
+            var bytes = Encoding.UTF8.GetBytes(ctx);
+            var body = new byte[4 + bytes.Length];
+            BinaryPrimitives.WriteUInt32BigEndian(body, id);
+            bytes.CopyTo(body, 4);
             await OptionReplyAsync(opt, RepMetaContext, body, ct).ConfigureAwait(false);
         }
         await OptionReplyAsync(opt, RepAck, [], ct).ConfigureAwait(false);

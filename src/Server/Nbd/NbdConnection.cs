@@ -38,7 +38,7 @@ internal sealed partial class NbdConnection : IDisposable
     private readonly SemaphoreSlim slots = new(InflightMax, InflightMax);
     private readonly CancellationTokenSource closing = new();
     private bool structured;
-    private bool selectedBase;
+    private uint[] selected = [];
     private string? metaExport;
     private int inflight;
     private readonly TaskCompletionSource idle = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -228,7 +228,7 @@ internal sealed partial class NbdConnection : IDisposable
         if (r.Type is not (CmdRead or CmdWrite or CmdFlush or CmdTrim or CmdCache or CmdWriteZeroes or CmdBlockStatus)) return EINVAL;
         if ((r.Flags & ~valid) != 0) return EINVAL;
         if (r.Type is CmdRead or CmdCache && r.Length > RequestBytesMax) return EINVAL;
-        if (r.Type == CmdBlockStatus && (!structured || !selectedBase || r.Length == 0)) return EINVAL;
+        if (r.Type == CmdBlockStatus && (!structured || selected.Length == 0 || r.Length == 0)) return EINVAL;
         if (r.Type is CmdWrite or CmdTrim or CmdWriteZeroes && !exp.Writable) return EPERM;
         long size = exp.Length;
         if (r.Offset > (ulong)size || r.Length > (ulong)size - r.Offset)
@@ -268,23 +268,26 @@ internal sealed partial class NbdConnection : IDisposable
         }
     }
 
-    /// <summary>base:allocation extents from the graph's block status, neighbours with the same flags merged.</summary>
+    /// <summary>One chunk per selected context, in id order (the last one ends the reply), each from the graph.</summary>
     private async Task BlockStatusAsync(ExportParent exp, Request r)
     {
-        var extents = new List<(uint Length, uint Flags)>();
-        long pos = (long)r.Offset, end = pos + r.Length;
-        int max = (r.Flags & CmdFlagReqOne) != 0 ? 1 : StatusExtentsMax;
+        var chunks = new List<byte[]>();
         try
         {
-            while (pos < end)
+            foreach (var id in selected)
             {
-                var s = await exp.StatusAsync(pos, end - pos).ConfigureAwait(false);
-                uint flags = (s.Hole ? StateHole : 0) | (s.Zero ? StateZero : 0);
-                long n = Math.Max(1, Math.Min(s.Bytes, end - pos));
-                if (extents.Count > 0 && extents[^1].Flags == flags) extents[^1] = (extents[^1].Length + (uint)n, flags);
-                else if (extents.Count == max) break;
-                else extents.Add(((uint)n, flags));
-                pos += n;
+                Func<long, long, ValueTask<(uint Flags, long Bytes)>> query = id == BaseAllocationId
+                    ? async (pos, n) =>
+                    {
+                        var s = await exp.StatusAsync(pos, n).ConfigureAwait(false);
+                        return ((s.Hole ? StateHole : 0) | (s.Zero ? StateZero : 0), s.Bytes);
+                    }
+                    : async (pos, n) =>
+                    {
+                        var (depth, bytes) = await exp.AllocationDepthAsync(pos, n).ConfigureAwait(false);
+                        return ((uint)depth, bytes);
+                    };
+                chunks.Add(await ExtentsAsync(r, id, query).ConfigureAwait(false));
             }
         }
         catch (BlockIOException e)
@@ -292,15 +295,37 @@ internal sealed partial class NbdConnection : IDisposable
             await ErrorReplyAsync(r, WireErrno(e.Errno)).ConfigureAwait(false);
             return;
         }
+        for (int i = 0; i < chunks.Count; i++)
+        {
+            ushort flags = i == chunks.Count - 1 ? ReplyFlagDone : (ushort)0;
+            WriteChunkHeader(chunks[i], flags, ReplyTypeBlockStatus, r.Cookie, (uint)(chunks[i].Length - StructuredHeaderBytes));
+        }
+        await SendAsync(chunks.SelectMany(c => c).ToArray(), CancellationToken.None).ConfigureAwait(false);
+    }
+
+    /// <summary>A block-status chunk (header left blank) for one context: extents with equal flags merged, at most <see cref="StatusExtentsMax"/> (1 with REQ_ONE).</summary>
+    private static async Task<byte[]> ExtentsAsync(Request r, uint contextId, Func<long, long, ValueTask<(uint Flags, long Bytes)>> query)
+    {
+        var extents = new List<(uint Length, uint Flags)>();
+        long pos = (long)r.Offset, end = pos + r.Length;
+        int max = (r.Flags & CmdFlagReqOne) != 0 ? 1 : StatusExtentsMax;
+        while (pos < end)
+        {
+            var (flags, bytes) = await query(pos, end - pos).ConfigureAwait(false);
+            long n = Math.Max(1, Math.Min(bytes, end - pos));
+            if (extents.Count > 0 && extents[^1].Flags == flags) extents[^1] = (extents[^1].Length + (uint)n, flags);
+            else if (extents.Count == max) break;
+            else extents.Add(((uint)n, flags));
+            pos += n;
+        }
         var msg = new byte[StructuredHeaderBytes + 4 + (8 * extents.Count)];
-        WriteChunkHeader(msg, ReplyFlagDone, ReplyTypeBlockStatus, r.Cookie, (uint)(msg.Length - StructuredHeaderBytes));
-        BinaryPrimitives.WriteUInt32BigEndian(msg.AsSpan(StructuredHeaderBytes), BaseAllocationId);
+        BinaryPrimitives.WriteUInt32BigEndian(msg.AsSpan(StructuredHeaderBytes), contextId);
         for (int i = 0; i < extents.Count; i++)
         {
             BinaryPrimitives.WriteUInt32BigEndian(msg.AsSpan(StructuredHeaderBytes + 4 + (8 * i)), extents[i].Length);
             BinaryPrimitives.WriteUInt32BigEndian(msg.AsSpan(StructuredHeaderBytes + 8 + (8 * i)), extents[i].Flags);
         }
-        await SendAsync(msg, CancellationToken.None).ConfigureAwait(false);
+        return msg;
     }
 
     /// <summary>An error as the negotiated reply style says it: a structured error chunk for reads and block status, else a simple reply.</summary>

@@ -96,9 +96,11 @@ internal static class NbdProtocol
     public const uint StateHole = 1 << 0;
     public const uint StateZero = 1 << 1;
 
-    /// <summary>The one meta context Verified serves, and its id on every connection.</summary>
+    /// <summary>The meta contexts Verified serves, and their ids on every connection (QEMU's numbering).</summary>
     public const string BaseAllocation = "base:allocation";
     public const uint BaseAllocationId = 0;
+    public const string AllocationDepth = "qemu:allocation-depth";
+    public const uint AllocationDepthId = 1;
 
     /// <summary>
     /// QEMU's system_errno_to_nbd_errno: the host errno of a failed request as the wire says it

@@ -138,7 +138,7 @@ public sealed partial class QmpDispatcher
     /// <summary>
     /// nbd-server-start's argument checks as QEMU 7.2's visitor makes them (the engine keeps the
     /// address as given), then what listening would refuse: a unix socket in a missing directory.
-    /// Verified does not listen for NBD clients yet (NBD traffic is its own issue).
+    /// The listener itself is bound by <see cref="NbdServerStart"/>.
     /// </summary>
     private Reply? NbdServerStartChecks(JsonObject args)
     {
