@@ -14,7 +14,7 @@ namespace Verified.Tests.Serve;
 /// request closing only the connection that sent it. Deleting an export with clients follows QEMU:
 /// refused in safe mode, clients dropped in hard mode with BLOCK_EXPORT_DELETED after the reply.
 /// </summary>
-public class NbdClientTests
+public class NbdClientTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     private const long DiskBytes = 4 << 20;
 
@@ -270,6 +270,138 @@ public class NbdClientTests
         Assert.Equal("{\"return\": {}, \"id\": 1}", lines[1]);
         Assert.True(c.IsClosedByServer());
         Assert.False(System.IO.File.Exists(rig.NbdSocket));
+    }
+
+    /// <summary>I/O errors from the graph reach the client as QEMU maps them: EIO as EIO, ENOSPC as ENOSPC, EACCES (no NBD name) as EINVAL; other requests go on.</summary>
+    [NbdFact]
+    public void Graph_errors_reach_the_wire_with_NBD_errnos()
+    {
+        using var rig = NbdRig.Start(("disk", DiskBytes));
+        rig.Ok("blockdev-add", """
+            {"driver": "raw", "node-name": "faulty", "file": {"driver": "blkdebug", "node-name": "dbg", "image": "disk",
+             "inject-error": [{"event": "read_aio", "iotype": "read", "sector": 2048},
+                              {"event": "write_aio", "iotype": "write", "sector": 4096, "errno": 28},
+                              {"event": "write_aio", "iotype": "write", "sector": 6144, "errno": 13}]}}
+            """);
+        rig.Export("exp", "faulty", writable: true);
+        using var c = NbdTestClient.Connect(rig.NbdSocket);
+        Assert.Equal(1u, c.Go("exp", structuredReplies: true));
+        Assert.Equal(5u, c.Read(1 << 20, 4096).Errno);
+        Assert.Equal(28u, c.Write(2 << 20, new byte[4096]));
+        Assert.Equal(22u, c.Write(3 << 20, new byte[4096]));
+        Assert.Equal(0u, c.Read(0, 4096).Errno);
+        Assert.Equal(0u, c.Write(0, new byte[4096]));
+    }
+
+    /// <summary>max-connections bounds the clients served at once: one more is closed before the greeting; a freed slot is usable again.</summary>
+    [NbdFact]
+    public void Max_connections_bounds_the_clients()
+    {
+        using var peer = Peer.StartVerified();
+        using var q = peer.Connect();
+        q.Negotiate();
+        var sock = Path.Combine(peer.TmpDir, "nbd.sock");
+        q.Execute("blockdev-add", JsonNode.Parse("{\"driver\": \"null-co\", \"node-name\": \"n\"}"));
+        Assert.True(q.Execute("nbd-server-start", JsonNode.Parse($"{{\"addr\": {{\"type\": \"unix\", \"data\": {{\"path\": \"{sock}\"}}}}, \"max-connections\": 2}}")).ContainsKey("return"));
+        q.Execute("block-export-add", JsonNode.Parse("{\"type\": \"nbd\", \"id\": \"e\", \"node-name\": \"n\"}"));
+        using var a = NbdTestClient.Connect(sock);
+        using var b = NbdTestClient.Connect(sock);
+        Assert.Equal(1u, a.Go("n"));
+        Assert.Equal(1u, b.Go("n"));
+        using (var third = NbdTestClient.Connect(sock)) Assert.True(third.IsClosedByServer());
+        a.Disconnect();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        uint go = 0;
+        while (go != 1 && sw.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            using var again = NbdTestClient.Connect(sock);
+            try
+            {
+                go = again.Go("n");
+            }
+            catch (IOException)
+            {
+                Thread.Sleep(20); // the slot frees once the server has seen the disconnect
+            }
+        }
+        Assert.Equal(1u, go);
+    }
+
+    /// <summary>Old-style NBD_OPT_EXPORT_NAME selects an export (or closes the connection for an unknown one); NBD_OPT_ABORT is acknowledged.</summary>
+    [NbdFact]
+    public void Export_name_and_abort_options_work()
+    {
+        using var rig = NbdRig.Start(("disk", DiskBytes));
+        rig.Export("exp", "disk", writable: false);
+        using var c = NbdTestClient.Connect(rig.NbdSocket);
+        Assert.True(c.ExportName("exp"));
+        Assert.Equal(DiskBytes, c.Size);
+        Assert.NotEqual(0, c.Flags & 2);
+        Assert.Equal(0u, c.Read(0, 512).Errno);
+        using var unknown = NbdTestClient.Connect(rig.NbdSocket);
+        Assert.False(unknown.ExportName("nope"));
+        using var abort = NbdTestClient.Connect(rig.NbdSocket);
+        Assert.Equal(1u, abort.Abort());
+        Assert.True(abort.IsClosedByServer());
+    }
+
+    /// <summary>
+    /// Shutdown drains: the daemon is disposed while a writer is busy; the writer's connection ends,
+    /// and every write it had acknowledged is in the image file afterwards.
+    /// </summary>
+    [NbdFact]
+    public void Shutdown_keeps_every_acknowledged_write()
+    {
+        using var rig = NbdRig.Start(("disk", DiskBytes));
+        rig.Export("exp", "disk", writable: true);
+        using var writer = new StampedWriter(rig.NbdSocket, "exp", DiskBytes, seed: 5);
+        writer.WaitFor(200, TimeSpan.FromSeconds(30));
+        rig.Peer.Daemon!.DisposeAsync().AsTask().Wait();
+        writer.Stop();
+        Assert.True(writer.Count >= 200);
+        Assert.All(writer.Errors, e => Assert.Contains("write", e, StringComparison.Ordinal)); // only the cut connection
+        Assert.Null(writer.CheckHoldsAcknowledged(System.IO.File.ReadAllBytes(rig.File("disk.raw"))));
+    }
+
+    /// <summary>
+    /// Deleting an export that has a client, side by side with qemu-storage-daemon: the same refusal in
+    /// safe mode, the export still listed, then in hard mode the reply before BLOCK_EXPORT_DELETED and
+    /// the client's connection closed.
+    /// </summary>
+    [QemuFact]
+    public void Export_deletion_with_a_client_matches_qemu_storage_daemon()
+    {
+        if (!NbdTools.Installed) return;
+        using var qsd = Peer.StartStorageDaemon();
+        using var verified = Peer.StartVerified();
+        var expected = DeletionTranscript(qsd);
+        output.WriteLine(string.Join("\n", expected));
+        Assert.Equal(expected, DeletionTranscript(verified));
+    }
+
+    private static List<string> DeletionTranscript(Peer peer)
+    {
+        using var q = peer.Connect();
+        q.Negotiate();
+        var image = Path.Combine(peer.TmpDir, "d.raw");
+        var sock = Path.Combine(peer.TmpDir, "nbd.sock");
+        using (var f = System.IO.File.Create(image)) f.SetLength(DiskBytes);
+        q.Execute("blockdev-add", JsonNode.Parse($"{{\"driver\": \"file\", \"node-name\": \"d\", \"filename\": \"{image}\"}}"));
+        q.Execute("nbd-server-start", JsonNode.Parse($"{{\"addr\": {{\"type\": \"unix\", \"data\": {{\"path\": \"{sock}\"}}}}}}"));
+        q.Execute("block-export-add", JsonNode.Parse("{\"type\": \"nbd\", \"id\": \"e0\", \"node-name\": \"d\", \"name\": \"exp\", \"writable\": true}"));
+        using var c = NbdTestClient.Connect(sock);
+        var lines = new List<string> { $"go {c.Go("exp")}" };
+        lines.AddRange(q.Exchange("{\"execute\": \"block-export-del\", \"arguments\": {\"id\": \"e0\"}, \"id\": 1}")[..^1]);
+        lines.AddRange(q.Exchange("{\"execute\": \"query-block-exports\", \"id\": 2}")[..^1]);
+        var hard = q.Exchange("{\"execute\": \"block-export-del\", \"arguments\": {\"id\": \"e0\", \"mode\": \"hard\"}, \"id\": 3}")[..^1];
+        // QEMU sends the event once the client has gone, which may be after the exchange's own reply.
+        while (!hard.Any(l => l.Contains("BLOCK_EXPORT_DELETED", StringComparison.Ordinal)) && q.ReadLine() is { } more) hard.Add(more);
+        lines.AddRange(hard);
+        lines.Add($"closed {c.IsClosedByServer()}");
+        lines.AddRange(q.Exchange("{\"execute\": \"query-block-exports\", \"id\": 4}")[..^1]);
+        // Timestamps differ, and the exchanges' resynchronising bytes say nothing; the rest must not differ.
+        return [.. lines.Where(l => !l.Contains("stray", StringComparison.Ordinal))
+            .Select(l => System.Text.RegularExpressions.Regex.Replace(l, "\"timestamp\": \\{[^}]*\\}, ", ""))];
     }
 
     private static List<(long Start, long Length, bool Data)> Map(string target)

@@ -82,6 +82,34 @@ public sealed class NbdTestClient : IDisposable
 
     private byte[] LastBody { get; set; } = [];
 
+    /// <summary>Negotiates with the old NBD_OPT_EXPORT_NAME; returns false when the server closed the connection instead.</summary>
+    public bool ExportName(string export)
+    {
+        ReadBytes(18);
+        WriteBytes(U32(3));
+        var n = Encoding.UTF8.GetBytes(export);
+        WriteBytes(Concat(U64(0x49484156454F5054), U32(1), U32((uint)n.Length), n));
+        try
+        {
+            var reply = ReadBytes(10); // size and flags; no zero padding (NO_ZEROES)
+            Size = BinaryPrimitives.ReadInt64BigEndian(reply);
+            Flags = BinaryPrimitives.ReadUInt16BigEndian(reply.AsSpan(8));
+            return true;
+        }
+        catch (EndOfStreamException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Sends NBD_OPT_ABORT after the greeting; returns the reply type (1 = ACK).</summary>
+    public uint Abort()
+    {
+        ReadBytes(18);
+        WriteBytes(U32(3));
+        return Option(2, []).Type;
+    }
+
     /// <summary>The meta contexts the server selected, by name, with their ids.</summary>
     public Dictionary<string, uint> ContextIds { get; } = [];
 

@@ -23,6 +23,7 @@ public sealed class StampedWriter : IDisposable
     private readonly List<string> errors = [];
     private readonly Thread thread;
     private volatile bool stop;
+    private (int Block, long Seq) inFlight = (-1, 0);
     private long count;
 
     /// <summary>Connects to <paramref name="export"/> and starts writing blocks [<paramref name="firstBlock"/>, +<paramref name="blockCount"/>) (all of <paramref name="size"/> by default).</summary>
@@ -61,6 +62,7 @@ public sealed class StampedWriter : IDisposable
             int block = random.Next(blocks);
             Fill(data, seq);
             long sent = Stopwatch.GetTimestamp();
+            lock (log) inFlight = (block, seq);
             uint errno;
             try
             {
@@ -80,6 +82,7 @@ public sealed class StampedWriter : IDisposable
                     lastAcked[block] = seq;
                     log.Add((block, seq, sent, acked));
                 }
+                inFlight = (-1, 0);
             }
             Interlocked.Increment(ref count);
         }
@@ -143,8 +146,34 @@ public sealed class StampedWriter : IDisposable
                 if (!block.SequenceEqual(expect)) return $"block {b} is torn or not a stamp";
                 var writes = log.Where(w => w.Block == b).ToList();
                 long before = writes.Where(w => w.Acked < from).Select(w => w.Seq).DefaultIfEmpty(0).Max();
-                bool inFlight = writes.Any(w => w.Seq == stamp && w.Sent < to && w.Acked > from);
-                if (stamp != before && !inFlight) return $"block {b} holds write {stamp}, expected {before} (or a write in flight)";
+                bool acrossWindow = writes.Any(w => w.Seq == stamp && w.Sent < to && w.Acked > from);
+                if (stamp != before && !acrossWindow) return $"block {b} holds write {stamp}, expected {before} (or a write in flight)";
+            }
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Whether the export's whole <paramref name="image"/> holds every acknowledged write of this
+    /// writer; the one write that may have been in flight when the writer stopped may be there or not.
+    /// Returns the first block that is wrong, or null.
+    /// </summary>
+    public string? CheckHoldsAcknowledged(byte[] image)
+    {
+        var expected = Expected();
+        var written = new byte[BlockBytes];
+        lock (log)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                var have = image.AsSpan((first + b) * BlockBytes, BlockBytes);
+                if (have.SequenceEqual(expected.AsSpan(b * BlockBytes, BlockBytes))) continue;
+                if (inFlight.Block == b)
+                {
+                    Fill(written, inFlight.Seq);
+                    if (have.SequenceEqual(written)) continue;
+                }
+                return $"block {first + b} lacks write {lastAcked[b]}";
             }
         }
         return null;
