@@ -61,7 +61,7 @@ public class FleecingTests
         using var rig = NbdRig.Start(("source-file", DiskBytes), ("temp", DiskBytes));
         rig.Ok("blockdev-add", """{"driver": "raw", "node-name": "source", "file": "source-file"}""");
         rig.Export("src", "source", writable: true);
-        var nodesBefore = NodeNames(rig);
+        var nodesBefore = rig.NodeNames();
         using var writer = new StampedWriter(rig.NbdSocket, "src", DiskBytes, seed: 1);
         writer.WaitFor(WritesPerPhase, PhaseTimeout);
 
@@ -87,7 +87,7 @@ public class FleecingTests
         writer.WaitFor(WritesPerPhase, PhaseTimeout);
         writer.Stop();
         Assert.Empty(writer.Errors);
-        Assert.Equal(nodesBefore, NodeNames(rig));
+        Assert.Equal(nodesBefore, rig.NodeNames());
         Assert.True(writer.Expected().SequenceEqual(Copy(rig, "src", "final.raw")), "an acknowledged write is missing from the source");
     }
 
@@ -97,7 +97,4 @@ public class FleecingTests
         Assert.True(exit == 0, $"nbdcopy {export}: {err}");
         return System.IO.File.ReadAllBytes(rig.File(file));
     }
-
-    private static List<string> NodeNames(NbdRig rig) =>
-        [.. rig.Ok("query-named-block-nodes")!.AsArray().Select(n => (string)n!["node-name"]!).Order(StringComparer.Ordinal)];
 }

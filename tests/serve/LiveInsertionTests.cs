@@ -34,7 +34,7 @@ public class LiveInsertionTests(Xunit.Abstractions.ITestOutputHelper output)
         rig.Export("w1", "disk", writable: true);
         rig.Export("w2", "disk", writable: true);
         rig.Export("r", "disk", writable: false);
-        var nodesBefore = NodeNames(rig);
+        var nodesBefore = rig.NodeNames();
         int half = (int)(DiskBytes / StampedWriter.BlockBytes / 2);
         using var a = new StampedWriter(rig.NbdSocket, "w1", DiskBytes, seed: 1, firstBlock: 0, blockCount: half);
         using var b = new StampedWriter(rig.NbdSocket, "w2", DiskBytes, seed: 2, firstBlock: half, blockCount: half);
@@ -68,7 +68,7 @@ public class LiveInsertionTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Empty(a.Errors);
         Assert.Empty(b.Errors);
         Assert.Empty(readErrors);
-        Assert.Equal(nodesBefore, NodeNames(rig));
+        Assert.Equal(nodesBefore, rig.NodeNames());
         var onDisk = NbdClientTests.ReadShared(rig.File("disk.raw"));
         foreach (var w in new[] { a, b })
         {
@@ -110,7 +110,4 @@ public class LiveInsertionTests(Xunit.Abstractions.ITestOutputHelper output)
         }
         return new ReadResult(reads, errors);
     }
-
-    private static List<string> NodeNames(NbdRig rig) =>
-        [.. rig.Ok("query-named-block-nodes")!.AsArray().Select(n => (string)n!["node-name"]!).Order(StringComparer.Ordinal)];
 }

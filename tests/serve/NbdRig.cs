@@ -99,6 +99,10 @@ public sealed class NbdRig : IDisposable
         return (string)r["error"]!["desc"]!;
     }
 
+    /// <summary>Every node's name, sorted.</summary>
+    public List<string> NodeNames() =>
+        [.. Ok("query-named-block-nodes")!.AsArray().Select(n => (string)n!["node-name"]!).Order(StringComparer.Ordinal)];
+
     /// <summary>Adds an NBD export of <paramref name="node"/> named <paramref name="name"/> (id = name).</summary>
     public void Export(string name, string node, bool writable, string? description = null) =>
         Ok("block-export-add", new JsonObject

@@ -75,7 +75,7 @@ public sealed partial class BlockEngine
         if (!nodes.TryGetValue(c.NodeName, out var node)) return QmpError.Generic($"Cannot find device='' nor node-name='{c.NodeName}'");
         if (c.Writable && node.ReadOnly) return QmpError.Generic("Cannot export read-only node as writable");
         var name = c.ExportName ?? c.NodeName;
-        var exp = new ExportParent(c.Id, name, c.Writable, c.Description, c.Bitmaps, NextSeq(), Io) { AllocationDepth = c.AllocationDepth };
+        var exp = new ExportParent(c.Id, name, c.Writable, c.Description, c.Bitmaps, NextSeq(), Io) { AllocationDepth = c.AllocationDepth, Size = node.Length };
         var tran = new UndoLog(Services.Mutation);
         var edge = AttachRootEdge(tran, exp, node, exp.Wants.Perm, Perm.All);
         var err = Rules.Refresher.Refresh([node], tran)

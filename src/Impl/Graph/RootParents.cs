@@ -205,6 +205,13 @@ public sealed class ExportParent : RootParent
     /// <summary>Bitmaps exported as meta contexts.</summary>
     public ValueList<string> Bitmaps { get; }
 
+    /// <summary>
+    /// The size clients are told, fixed when the export is added (as QEMU's exp->size): an export never
+    /// shares resize, and a replace that moves it onto another node does not change what clients were told.
+    /// Read without the graph's lock, unlike <see cref="RootParent.Length"/>, which may be caught mid-change.
+    /// </summary>
+    public long Size { get; init; }
+
     /// <summary>Whether clients may ask for the <c>qemu:allocation-depth</c> meta context.</summary>
     public bool AllocationDepth { get; init; }
 

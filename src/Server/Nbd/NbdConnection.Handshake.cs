@@ -89,7 +89,7 @@ internal sealed partial class NbdConnection
         var exp = server.Attach(this, Encoding.UTF8.GetString(data));
         if (exp is null) return null;
         var reply = new byte[noZeroes ? 10 : 134];
-        BinaryPrimitives.WriteInt64BigEndian(reply, exp.Length);
+        BinaryPrimitives.WriteInt64BigEndian(reply, exp.Size);
         BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(8), TransmissionFlags(exp));
         await SendAsync(reply, ct).ConfigureAwait(false);
         return exp;
@@ -131,7 +131,7 @@ internal sealed partial class NbdConnection
         BinaryPrimitives.WriteUInt32BigEndian(sizes.AsSpan(8), RequestBytesMax);
         await InfoReplyAsync(opt, InfoBlockSize, sizes, ct).ConfigureAwait(false);
         var export = new byte[10];
-        BinaryPrimitives.WriteInt64BigEndian(export, exp.Length);
+        BinaryPrimitives.WriteInt64BigEndian(export, exp.Size);
         BinaryPrimitives.WriteUInt16BigEndian(export.AsSpan(8), TransmissionFlags(exp));
         await InfoReplyAsync(opt, InfoExport, export, ct).ConfigureAwait(false);
         await OptionReplyAsync(opt, RepAck, [], ct).ConfigureAwait(false);

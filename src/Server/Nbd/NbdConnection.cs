@@ -53,13 +53,17 @@ internal sealed partial class NbdConnection : IDisposable
     /// <summary>The export this client chose, once it has chosen.</summary>
     public ExportParent? Export { get; internal set; }
 
-    /// <summary>Ends the connection: no further request is read; those in flight complete first.</summary>
+    /// <summary>
+    /// Ends the connection from the server's side (QEMU's client_close): no further request is read,
+    /// requests in flight complete in the graph, and their replies may be lost, as a client that has
+    /// stopped reading must not hold the server up.
+    /// </summary>
     public void Close()
     {
         try
         {
             closing.Cancel();
-            socket.Shutdown(SocketShutdown.Receive);
+            socket.Shutdown(SocketShutdown.Both);
         }
         catch (Exception e) when (e is ObjectDisposedException or SocketException)
         {
@@ -230,7 +234,7 @@ internal sealed partial class NbdConnection : IDisposable
         if (r.Type is CmdRead or CmdCache && r.Length > RequestBytesMax) return EINVAL;
         if (r.Type == CmdBlockStatus && (!structured || selected.Length == 0 || r.Length == 0)) return EINVAL;
         if (r.Type is CmdWrite or CmdTrim or CmdWriteZeroes && !exp.Writable) return EPERM;
-        long size = exp.Length;
+        long size = exp.Size;
         if (r.Offset > (ulong)size || r.Length > (ulong)size - r.Offset)
             return r.Type is CmdWrite or CmdWriteZeroes ? ENOSPC : EINVAL; // QEMU's choice past the end
         return 0;

@@ -58,42 +58,31 @@ public sealed class NbdServer : IDisposable
         {
             if (listener is not null) throw new InvalidOperationException("the NBD server is already listening");
             var data = (JsonObject)addr["data"]!;
-            Socket sock;
-            string where;
-            switch ((string?)addr["type"])
-            {
-                case "unix":
-                    where = (string)data["path"]!;
-                    // QEMU unlinks whatever is at the path before binding.
-                    if (File.Exists(where)) File.Delete(where);
-                    sock = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                    break;
-                case "inet":
-                    where = $"{(string)data["host"]!}:{(string)data["port"]!}";
-                    sock = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp) { DualMode = true };
-                    break;
-                default:
-                    return $"NBD over '{(string?)addr["type"]}' sockets is not supported";
-            }
+            var type = (string?)addr["type"];
+            if (type is not ("unix" or "inet")) return $"NBD over '{type}' sockets is not supported";
+            string? path = type == "unix" ? (string)data["path"]! : null;
+            var where = path ?? $"{(string)data["host"]!}:{(string)data["port"]!}";
+            var sock = path is not null
+                ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
+                : new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp) { DualMode = true };
             try
             {
-                if (unixPathOf(addr) is { } p) sock.Bind(new UnixDomainSocketEndPoint(p));
-                else sock.Bind(InetEndPoint(data));
+                // QEMU unlinks whatever is at a unix socket's path before binding.
+                if (path is not null && File.Exists(path)) File.Delete(path);
+                sock.Bind(path is not null ? new UnixDomainSocketEndPoint(path) : InetEndPoint(data));
                 sock.Listen(ListenBacklog);
             }
-            catch (Exception e) when (e is SocketException or IOException or FormatException or ArgumentException)
+            catch (Exception e) when (e is SocketException or IOException or UnauthorizedAccessException or FormatException or OverflowException or ArgumentException)
             {
                 sock.Dispose();
                 return $"Failed to bind socket to {where}: {e.Message}";
             }
             listener = sock;
-            unixPath = unixPathOf(addr);
+            unixPath = path;
             clientsMax = maxConnections > 0 ? (int)Math.Min(maxConnections, ClientsMax) : ClientsMax;
             acceptLoop = AcceptLoop(sock);
             return null;
         }
-
-        static string? unixPathOf(JsonObject a) => (string?)a["type"] == "unix" ? (string)a["data"]!["path"]! : null;
     }
 
     private static IPEndPoint InetEndPoint(JsonObject data)
