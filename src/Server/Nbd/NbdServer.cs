@@ -34,6 +34,7 @@ public sealed class NbdServer : IDisposable
     private string? unixPath;
     private int clientsMax;
     private Task? acceptLoop;
+    private TaskCompletionSource slotFreed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>Creates a server over <paramref name="engine"/>'s exports; nothing listens until <see cref="Listen"/>.</summary>
     public NbdServer(BlockEngine engine, TextWriter log)
@@ -95,10 +96,25 @@ public sealed class NbdServer : IDisposable
         return new IPEndPoint(ip.AddressFamily == AddressFamily.InterNetwork ? ip.MapToIPv6() : ip, port);
     }
 
+    /// <summary>
+    /// Accepts while fewer than the bound are connected; at the bound it stops accepting (further
+    /// clients wait in the kernel's backlog) until one leaves, as QEMU's nbd_update_server_watch does.
+    /// </summary>
     private async Task AcceptLoop(Socket sock)
     {
         while (true)
         {
+            Task? full = null;
+            lock (sync)
+            {
+                if (listener != sock) return;
+                if (clients.Count >= clientsMax) full = slotFreed.Task;
+            }
+            if (full is not null)
+            {
+                await full.ConfigureAwait(false);
+                continue;
+            }
             Socket client;
             try
             {
@@ -110,7 +126,7 @@ public sealed class NbdServer : IDisposable
             }
             lock (sync)
             {
-                if (clients.Count >= clientsMax || listener != sock)
+                if (listener != sock)
                 {
                     client.Dispose();
                     continue;
@@ -129,6 +145,7 @@ public sealed class NbdServer : IDisposable
         {
             listener?.Dispose();
             listener = null;
+            WakeAcceptor();
             loop = acceptLoop;
             acceptLoop = null;
             if (unixPath is not null)
@@ -203,7 +220,19 @@ public sealed class NbdServer : IDisposable
     /// <summary>Forgets a client that has finished.</summary>
     internal void Detach(NbdConnection conn)
     {
-        lock (sync) clients.Remove(conn);
+        lock (sync)
+        {
+            clients.Remove(conn);
+            WakeAcceptor();
+        }
+    }
+
+    /// <summary>Wakes an accept loop waiting for a free slot (or for the listener to go); call under the lock.</summary>
+    private void WakeAcceptor()
+    {
+        var t = slotFreed;
+        slotFreed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        t.TrySetResult();
     }
 
     internal void Log(string message)
