@@ -13,7 +13,9 @@ namespace Verified.Tests.Serve;
 /// write must be in <c>source</c>, no write may have failed, and the graph is back to what it was.
 /// Done twice: the series' way (one transaction adds copy-before-write and moves the export onto it
 /// with x-blockdev-replace, one transaction tears down), and QEMU 7.2's way (copy-before-write with
-/// the upstream permission scheme, inserted below the format node with blockdev-reopen).
+/// the upstream permission scheme, inserted below the format node with blockdev-reopen). A third
+/// run over an engine built with a deliberate bug (copy-before-write writing before it copies) must
+/// fail the point-in-time checks, so they are known to bite.
 /// </summary>
 public class FleecingTests
 {
@@ -26,19 +28,29 @@ public class FleecingTests
 
     /// <summary>The series' fleecing: one transaction in (cbw + replace + snapshot-access), one transaction out.</summary>
     [NbdFact]
-    public void Series_fleecing_exports_a_point_in_time_view_while_the_writer_goes_on() => Fleece(
-        setUp: rig => rig.Ok("transaction", """
+    public void Series_fleecing_exports_a_point_in_time_view_while_the_writer_goes_on() => Fleece(SeriesSetUp, SeriesTearDown);
+
+    /// <summary>The test has teeth: copy-before-write built to write before it copies (a deliberate bug) is caught as a view that is not point-in-time.</summary>
+    [NbdFact]
+    public void A_cbw_that_writes_before_copying_is_caught()
+    {
+        var e = Assert.ThrowsAny<Xunit.Sdk.XunitException>(() => Fleece(SeriesSetUp, SeriesTearDown, Verified.Impl.Engine.EngineMutation.WriteBeforeCopy));
+        Assert.Matches("changed while the writer went on|holds write", e.Message);
+    }
+
+    private static readonly Action<NbdRig> SeriesSetUp = rig => rig.Ok("transaction", """
             {"actions": [
               {"type": "blockdev-add", "data": {"driver": "copy-before-write", "node-name": "fl-cbw", "file": "source", "target": "temp"}},
               {"type": "x-blockdev-replace", "data": {"parent-type": "export", "export-id": "src", "new-child": "fl-cbw"}},
               {"type": "blockdev-add", "data": {"driver": "snapshot-access", "node-name": "fl-access", "file": "fl-cbw"}}]}
-            """),
-        tearDown: rig => rig.Ok("transaction", """
+            """);
+
+    private static readonly Action<NbdRig> SeriesTearDown = rig => rig.Ok("transaction", """
             {"actions": [
               {"type": "x-blockdev-replace", "data": {"parent-type": "export", "export-id": "src", "new-child": "source"}},
               {"type": "blockdev-del", "data": {"node-name": "fl-access"}},
               {"type": "blockdev-del", "data": {"node-name": "fl-cbw"}}]}
-            """));
+            """);
 
     /// <summary>QEMU 7.2's fleecing: copy-before-write (upstream scheme) added on its own, then put under the format node by blockdev-reopen.</summary>
     [NbdFact]
@@ -56,9 +68,9 @@ public class FleecingTests
             rig.Ok("blockdev-del", """{"node-name": "fl-cbw"}""");
         });
 
-    private static void Fleece(Action<NbdRig> setUp, Action<NbdRig> tearDown)
+    private static void Fleece(Action<NbdRig> setUp, Action<NbdRig> tearDown, Verified.Impl.Engine.EngineMutation mutation = Verified.Impl.Engine.EngineMutation.None)
     {
-        using var rig = NbdRig.Start(("source-file", DiskBytes), ("temp", DiskBytes));
+        using var rig = NbdRig.Start(mutation, ("source-file", DiskBytes), ("temp", DiskBytes));
         rig.Ok("blockdev-add", """{"driver": "raw", "node-name": "source", "file": "source-file"}""");
         rig.Export("src", "source", writable: true);
         var nodesBefore = rig.NodeNames();

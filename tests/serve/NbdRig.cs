@@ -70,9 +70,14 @@ public sealed class NbdRig : IDisposable
     public string Uri(string export) => $"nbd+unix:///{export}?socket={NbdSocket}";
 
     /// <summary>Starts a daemon with the NBD server running and one sparse raw image per (name, bytes), each a file node of that name.</summary>
-    public static NbdRig Start(params (string Node, long Bytes)[] images)
+    public static NbdRig Start(params (string Node, long Bytes)[] images) => Start(Verified.Impl.Engine.EngineMutation.None, images);
+
+    /// <summary>As <see cref="Start(ValueTuple{string, long}[])"/>, over an engine built with <paramref name="mutation"/> (tests of the tests).</summary>
+    public static NbdRig Start(Verified.Impl.Engine.EngineMutation mutation, params (string Node, long Bytes)[] images)
     {
-        var peer = Peer.StartVerified();
+        var peer = mutation == Verified.Impl.Engine.EngineMutation.None
+            ? Peer.StartVerified()
+            : Peer.StartVerifiedOn(new Verified.Impl.Engine.BlockEngine(new Verified.Impl.IO.EngineServices { Mutation = mutation }));
         var rig = new NbdRig(peer);
         foreach (var (node, bytes) in images)
         {
