@@ -228,6 +228,7 @@ public sealed partial class BlockEngine
         int i = node.BitmapList.FindIndex(b => b.Name == c.Bitmap);
         if (i < 0) return QmpError.Generic($"Dirty bitmap '{c.Bitmap}' not found");
         var old = node.BitmapList[i];
+        if (BitmapBusy(node, c.Bitmap)) return QmpError.Generic(BitmapBusyText(c.Bitmap));
         switch (c.Op)
         {
             case BitmapOp.Remove:
@@ -244,12 +245,18 @@ public sealed partial class BlockEngine
                     var sn = src.Node ?? c.Node;
                     if (!Live(sn, out var srcNode)) return QmpError.Generic($"Node '{sn}' not found");
                     if (!srcNode.BitmapList.Exists(b => b.Name == src.Name)) return QmpError.Generic($"Dirty bitmap '{src.Name}' not found");
+                    if (BitmapBusy(srcNode, src.Name)) return QmpError.Generic(BitmapBusyText(src.Name));
                 }
                 return null;
             default:
                 return null;
         }
     }
+
+    /// <summary>A bitmap is busy while an export serves it (QEMU's bdrv_dirty_bitmap_set_busy).</summary>
+    private bool BitmapBusy(BlockNode node, string name) => exports.Values.Any(e => e.BitmapNode == node && e.Bitmaps.Contains(name));
+
+    private static string BitmapBusyText(string name) => $"Bitmap '{name}' is currently in use by another operation and cannot be used";
 
     /// <summary>Granularity of a new bitmap when none is given.</summary>
     public const long BitmapGranularityDefault = 65536;

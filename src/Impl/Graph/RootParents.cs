@@ -212,6 +212,9 @@ public sealed class ExportParent : RootParent
     /// </summary>
     public long Size { get; init; }
 
+    /// <summary>The node whose bitmaps <see cref="Bitmaps"/> name (the node exported, when it was added); they are busy while the export lives.</summary>
+    public BlockNode? BitmapNode { get; init; }
+
     /// <summary>Whether clients may ask for the <c>qemu:allocation-depth</c> meta context.</summary>
     public bool AllocationDepth { get; init; }
 
