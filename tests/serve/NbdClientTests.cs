@@ -102,6 +102,75 @@ public class NbdClientTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Matches(@"^\s*0\s+4194304\s+1\s", map.Out);
     }
 
+    /// <summary>
+    /// A dirty bitmap records the writes made through a writable export (write, write-zeroes; not a
+    /// discard the node ignores), and a read-only export of it serves <c>qemu:dirty-bitmap:b0</c>:
+    /// nbdinfo's map of it shows exactly the 64 KiB granules written, and is the same map
+    /// qemu-storage-daemon gives for the same steps (when QEMU is installed).
+    /// </summary>
+    [NbdFact]
+    public void Dirty_bitmap_contexts_show_what_was_written()
+    {
+        using var verified = Peer.StartVerified();
+        var map = DirtyMap(verified);
+        Assert.Equal(["0 65536 0 clean", "65536 65536 1 dirty", "131072 917504 0 clean", "1048576 65536 1 dirty",
+            "1114112 2031616 0 clean", "3145728 131072 1 dirty", "3276800 917504 0 clean"], map);
+        if (QemuTools.StorageDaemon is null) return;
+        using var qsd = Peer.StartStorageDaemon();
+        Assert.Equal(DirtyMap(qsd), map);
+    }
+
+    /// <summary>A bitmap's contents follow clear and merge, and an aborted transaction leaves them as they were.</summary>
+    [NbdFact]
+    public void Bitmap_contents_follow_clear_merge_and_abort()
+    {
+        using var rig = NbdRig.Start(("disk", DiskBytes));
+        rig.Ok("block-dirty-bitmap-add", """{"node": "disk", "name": "b0"}""");
+        rig.Export("w", "disk", writable: true);
+        Assert.Equal(0, NbdTools.Run("qemu-io", "-f", "raw", rig.Uri("w"), "-c", "write -P 1 0 64k").Exit);
+        rig.Ok("block-dirty-bitmap-add", """{"node": "disk", "name": "b1", "disabled": true}""");
+        rig.Error("transaction", """{"actions": [{"type": "block-dirty-bitmap-clear", "data": {"node": "disk", "name": "b0"}}, {"type": "block-dirty-bitmap-add", "data": {"node": "nosuch", "name": "x"}}]}""");
+        rig.Ok("block-dirty-bitmap-disable", """{"node": "disk", "name": "b0"}""");
+        Assert.Equal(["0 65536 1 dirty", "65536 4128768 0 clean"], BitmapMap(rig, "b0"));
+        rig.Ok("block-dirty-bitmap-merge", """{"node": "disk", "target": "b1", "bitmaps": ["b0"]}""");
+        Assert.Equal(["0 65536 1 dirty", "65536 4128768 0 clean"], BitmapMap(rig, "b1"));
+        rig.Ok("block-dirty-bitmap-clear", """{"node": "disk", "name": "b0"}""");
+        Assert.Equal(["0 4194304 0 clean"], BitmapMap(rig, "b0"));
+    }
+
+    /// <summary>nbdinfo's map of a bitmap through a temporary read-only export of it (deleted again, so the bitmap is free).</summary>
+    private static List<string> BitmapMap(NbdRig rig, string bitmap)
+    {
+        rig.Ok("block-export-add", $$"""{"type": "nbd", "id": "m", "node-name": "disk", "name": "m", "bitmaps": ["{{bitmap}}"]}""");
+        var (exit, output, err) = NbdTools.Run("nbdinfo", $"--map=qemu:dirty-bitmap:{bitmap}", rig.Uri("m"));
+        rig.Ok("block-export-del", """{"id": "m"}""");
+        Assert.True(exit == 0, err);
+        return [.. output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => string.Join(' ', l.Split(' ', StringSplitOptions.RemoveEmptyEntries)))];
+    }
+
+    private static List<string> DirtyMap(Peer peer)
+    {
+        using var q = peer.Connect();
+        q.Negotiate();
+        var image = Path.Combine(peer.TmpDir, "d.raw");
+        var sock = Path.Combine(peer.TmpDir, "nbd.sock");
+        using (var f = System.IO.File.Create(image)) f.SetLength(DiskBytes);
+        void Ok(string cmd, string args) => Assert.True(q.Execute(cmd, JsonNode.Parse(args)).ContainsKey("return"), $"{peer.Name}: {cmd} {args}");
+        Ok("blockdev-add", $"{{\"driver\": \"file\", \"node-name\": \"d\", \"filename\": \"{image}\"}}");
+        Ok("block-dirty-bitmap-add", "{\"node\": \"d\", \"name\": \"b0\"}");
+        Ok("nbd-server-start", $"{{\"addr\": {{\"type\": \"unix\", \"data\": {{\"path\": \"{sock}\"}}}}}}");
+        Ok("block-export-add", "{\"type\": \"nbd\", \"id\": \"w\", \"node-name\": \"d\", \"name\": \"w\", \"writable\": true}");
+        var uri = $"nbd+unix:///w?socket={sock}";
+        var io = NbdTools.Run("qemu-io", "-f", "raw", uri, "-c", "write -P 1 64k 64k", "-c", "write -P 2 1048676 100",
+            "-c", "write -z 3M 128k", "-c", "discard 2M 64k");
+        Assert.True(io.Exit == 0, io.Out + io.Err);
+        Ok("block-dirty-bitmap-disable", "{\"node\": \"d\", \"name\": \"b0\"}");
+        Ok("block-export-add", "{\"type\": \"nbd\", \"id\": \"r\", \"node-name\": \"d\", \"name\": \"r\", \"bitmaps\": [\"b0\"]}");
+        var (exit, output, err) = NbdTools.Run("nbdinfo", "--map=qemu:dirty-bitmap:b0", $"nbd+unix:///r?socket={sock}");
+        Assert.True(exit == 0, err);
+        return [.. output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => string.Join(' ', l.Split(' ', StringSplitOptions.RemoveEmptyEntries)))];
+    }
+
     /// <summary>nbdinfo --list shows every export with its size, description and read-only flag.</summary>
     [NbdFact]
     public void Nbdinfo_lists_exports_and_sizes()

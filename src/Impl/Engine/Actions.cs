@@ -219,7 +219,7 @@ public sealed partial class BlockEngine
             if (c.Persistent && n.DriverName != "qcow2") return QmpError.Generic($"Can't store persistent bitmaps to {n.Name}: Operation not supported");
             if (n.BitmapList.Exists(b => b.Name == c.Bitmap)) return QmpError.Generic($"Bitmap already exists: {c.Bitmap}");
             if (c.Bitmap.Length > BitmapNameLengthMax) return QmpError.Generic($"Bitmap name too long: {c.Bitmap}");
-            var bm = new BitmapInfo(c.Bitmap, gran, !c.Disabled, c.Persistent);
+            var bm = new BitmapInfo(c.Bitmap, gran, !c.Disabled, c.Persistent) { Bits = new DirtyBits(gran, n.Length) };
             n.BitmapList.Add(bm);
             tran.Add(abort: () => n.BitmapList.Remove(bm));
             return null;
@@ -247,10 +247,32 @@ public sealed partial class BlockEngine
                     if (!srcNode.BitmapList.Exists(b => b.Name == src.Name)) return QmpError.Generic($"Dirty bitmap '{src.Name}' not found");
                     if (BitmapBusy(srcNode, src.Name)) return QmpError.Generic(BitmapBusyText(src.Name));
                 }
+                return MergeBits(tran, old, c);
+            case BitmapOp.Clear:
+                if (old.Bits is { } bits)
+                {
+                    var saved = bits.Save();
+                    bits.Clear();
+                    tran.Add(abort: () => bits.Restore(saved));
+                }
                 return null;
             default:
                 return null;
         }
+    }
+
+    /// <summary>Merges the sources' contents into the target (all checked to exist), undone on abort.</summary>
+    private QmpError? MergeBits(UndoLog tran, BitmapInfo target, BitmapCommand c)
+    {
+        if (target.Bits is not { } bits) return null;
+        var saved = bits.Save();
+        foreach (var src in c.Sources ?? ValueList<BitmapRef>.Empty)
+        {
+            var from = nodes[src.Node ?? c.Node].BitmapList.Find(b => b.Name == src.Name)?.Bits;
+            if (from is not null) bits.Merge(from);
+        }
+        tran.Add(abort: () => bits.Restore(saved));
+        return null;
     }
 
     /// <summary>A bitmap is busy while an export serves it (QEMU's bdrv_dirty_bitmap_set_busy).</summary>

@@ -18,7 +18,18 @@ public sealed partial class BlockNode
     public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, WriteFlags flags = WriteFlags.None)
     {
         CheckRange(offset, data.Length);
-        return Driver.WriteAsync(offset, data, flags);
+        var write = Driver.WriteAsync(offset, data, flags);
+        return BitmapList.Count == 0 ? write : MarkingDirty(write, offset, data.Length);
+    }
+
+    /// <summary>QEMU's bdrv_co_write_req_finish: once a write-type request completes, every enabled bitmap of the node records it.</summary>
+    private async ValueTask MarkingDirty(ValueTask request, long offset, long length)
+    {
+        await request.ConfigureAwait(false);
+        foreach (var b in BitmapList)
+        {
+            if (b.Enabled) b.Bits?.Mark(offset, length);
+        }
     }
 
     /// <summary>Flushes.</summary>
@@ -28,14 +39,17 @@ public sealed partial class BlockNode
     public ValueTask DiscardAsync(long offset, long length)
     {
         CheckRange(offset, length);
-        return Driver.DiscardAsync(offset, length);
+        var discard = Driver.DiscardAsync(offset, length);
+        // QEMU's bdrv_co_pdiscard returns before the write bookkeeping on a node that may not unmap.
+        return BitmapList.Count == 0 || !DriverOptions.UnmapAllowed(this) ? discard : MarkingDirty(discard, offset, length);
     }
 
     /// <summary>Writes zeroes over a range.</summary>
     public ValueTask WriteZeroesAsync(long offset, long length, WriteFlags flags = WriteFlags.None)
     {
         CheckRange(offset, length);
-        return Driver.WriteZeroesAsync(offset, length, flags);
+        var zeroes = Driver.WriteZeroesAsync(offset, length, flags);
+        return BitmapList.Count == 0 ? zeroes : MarkingDirty(zeroes, offset, length);
     }
 
     /// <summary>What the range holds (hole, zeroes) and for how many bytes; the range must lie within the node.</summary>

@@ -4,7 +4,11 @@ using Verified.Vocabulary;
 namespace Verified.Impl.Graph;
 
 /// <summary>A dirty bitmap's graph-visible state.</summary>
-public sealed record BitmapInfo(string Name, long Granularity, bool Enabled, bool Persistent);
+public sealed record BitmapInfo(string Name, long Granularity, bool Enabled, bool Persistent)
+{
+    /// <summary>The bitmap's contents (shared by the copies <c>with</c> makes when it is enabled or disabled).</summary>
+    public DirtyBits? Bits { get; init; }
+}
 
 /// <summary>
 /// A block driver node: mutable, with its parent and child lists in QEMU's order (newest first),

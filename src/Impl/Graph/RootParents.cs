@@ -9,7 +9,7 @@ namespace Verified.Impl.Graph;
 /// </summary>
 public abstract class RootParent : IBlockParent
 {
-    private readonly IO.IoGate gate;
+    private protected readonly IO.IoGate gate;
 
     internal RootParent(string id, long seq, IO.IoGate gate)
     {
@@ -217,6 +217,25 @@ public sealed class ExportParent : RootParent
 
     /// <summary>Whether clients may ask for the <c>qemu:allocation-depth</c> meta context.</summary>
     public bool AllocationDepth { get; init; }
+
+    /// <summary>
+    /// Whether the range is dirty in exported bitmap <paramref name="bitmap"/> of <see cref="BitmapNode"/>,
+    /// and for how many bytes; admitted like I/O, so a clear or merge (run drained) is never seen half done.
+    /// </summary>
+    public async ValueTask<(bool Dirty, long Bytes)> DirtyStatusAsync(string bitmap, long offset, long length)
+    {
+        await gate.EnterAsync().ConfigureAwait(false);
+        try
+        {
+            var bits = BitmapNode?.Bitmaps.FirstOrDefault(b => b.Name == bitmap)?.Bits
+                ?? throw new IO.BlockIOException(IO.Errnos.EINVAL, $"bitmap '{bitmap}' is gone");
+            return bits.Status(offset, length);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
 
     /// <inheritdoc/>
     public override string GraphName => Id;

@@ -141,8 +141,9 @@ internal sealed partial class NbdConnection
     /// <summary>
     /// NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT over the contexts an export has:
     /// <c>base:allocation</c> always, <c>qemu:allocation-depth</c> when the export was added with
-    /// allocation-depth. An empty query list asks for every context (LIST) or selects none (SET);
-    /// a namespace alone (<c>base:</c>, <c>qemu:</c>) lists the whole namespace.
+    /// allocation-depth, <c>qemu:dirty-bitmap:NAME</c> for each bitmap exported. An empty query list
+    /// asks for every context (LIST) or selects none (SET); a prefix ending in ':' (<c>base:</c>,
+    /// <c>qemu:</c>, <c>qemu:dirty-bitmap:</c>) lists all it starts.
     /// </summary>
     private async Task MetaContextAsync(uint opt, byte[] data, CancellationToken ct)
     {
@@ -161,6 +162,7 @@ internal sealed partial class NbdConnection
         var exp = server.FindExport(name) ?? throw new BadOption(RepErrUnknown, $"export '{name}' not present");
         var offered = new List<(string Name, uint Id)> { (BaseAllocation, BaseAllocationId) };
         if (exp.AllocationDepth) offered.Add((AllocationDepth, AllocationDepthId));
+        for (int i = 0; i < exp.Bitmaps.Count; i++) offered.Add((DirtyBitmapPrefix + exp.Bitmaps[i], FirstBitmapId + (uint)i));
         bool Matches(string ctx) => opt == OptListMetaContext
             ? queries.Count == 0 || queries.Any(q => q == ctx || (q.EndsWith(':') && ctx.StartsWith(q, StringComparison.Ordinal)))
             : queries.Contains(ctx);

@@ -280,17 +280,24 @@ internal sealed partial class NbdConnection : IDisposable
         {
             foreach (var id in selected)
             {
-                Func<long, long, ValueTask<(uint Flags, long Bytes)>> query = id == BaseAllocationId
-                    ? async (pos, n) =>
+                Func<long, long, ValueTask<(uint Flags, long Bytes)>> query = id switch
+                {
+                    BaseAllocationId => async (pos, n) =>
                     {
                         var s = await exp.StatusAsync(pos, n).ConfigureAwait(false);
                         return ((s.Hole ? StateHole : 0) | (s.Zero ? StateZero : 0), s.Bytes);
-                    }
-                    : async (pos, n) =>
+                    },
+                    AllocationDepthId => async (pos, n) =>
                     {
                         var (depth, bytes) = await exp.AllocationDepthAsync(pos, n).ConfigureAwait(false);
                         return ((uint)depth, bytes);
-                    };
+                    },
+                    _ => async (pos, n) =>
+                    {
+                        var (dirty, bytes) = await exp.DirtyStatusAsync(exp.Bitmaps[(int)(id - FirstBitmapId)], pos, n).ConfigureAwait(false);
+                        return (dirty ? StateDirty : 0, bytes);
+                    },
+                };
                 chunks.Add(await ExtentsAsync(r, id, query).ConfigureAwait(false));
             }
         }

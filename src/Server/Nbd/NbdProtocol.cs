@@ -101,6 +101,9 @@ internal static class NbdProtocol
     public const uint BaseAllocationId = 0;
     public const string AllocationDepth = "qemu:allocation-depth";
     public const uint AllocationDepthId = 1;
+    public const string DirtyBitmapPrefix = "qemu:dirty-bitmap:";
+    public const uint FirstBitmapId = 2; // bitmaps get 2, 3, … in the export's order
+    public const uint StateDirty = 1 << 0;
 
     /// <summary>
     /// QEMU's system_errno_to_nbd_errno: the host errno of a failed request as the wire says it
