@@ -420,7 +420,7 @@ public class NbdClientTests(Xunit.Abstractions.ITestOutputHelper output)
         rig.Peer.Daemon!.DisposeAsync().AsTask().Wait();
         writer.Stop();
         Assert.True(writer.Count >= 200);
-        Assert.All(writer.Errors, e => Assert.Contains("write", e, StringComparison.Ordinal)); // only the cut connection
+        Assert.DoesNotContain(writer.Errors, e => e.Contains("errno", StringComparison.Ordinal)); // the connection was cut; no write was refused
         Assert.Null(writer.CheckHoldsAcknowledged(System.IO.File.ReadAllBytes(rig.File("disk.raw"))));
     }
 
