@@ -39,6 +39,7 @@ public static class Bitmaps
         var (node, idx, err) = Lookup(g, c.Node, c.Bitmap);
         if (err is not null) return new(tx, err);
         var bitmap = node!.Bitmaps[idx];
+        if (Busy(g, node, c.Bitmap)) return new(tx, Results.Fail(BusyText(c.Bitmap)));
         switch (c.Op)
         {
             case BitmapOp.Remove:
@@ -51,14 +52,22 @@ public static class Bitmaps
             case BitmapOp.Merge:
                 foreach (var src in c.Sources ?? ValueList<BitmapRef>.Empty)
                 {
-                    var (_, _, e) = Lookup(g, src.Node ?? c.Node, src.Name);
+                    var (srcNode, _, e) = Lookup(g, src.Node ?? c.Node, src.Name);
                     if (e is not null) return new(tx, e);
+                    if (Busy(g, srcNode!, src.Name)) return new(tx, Results.Fail(BusyText(src.Name)));
                 }
                 return new(tx, null);
             default:
                 throw new ArgumentOutOfRangeException(nameof(c));
         }
     }
+
+    /// <summary>A bitmap is busy while an export serves it (QEMU's bdrv_dirty_bitmap_set_busy): no command may change or remove it.</summary>
+    public static bool Busy(Graph g, Node node, string name) =>
+        g.Exports.Values.Any(e => e.BitmapNodeSeq == node.Seq && e.Bitmaps.Contains(name));
+
+    /// <summary>QEMU's text for a busy bitmap.</summary>
+    public static string BusyText(string name) => $"Bitmap '{name}' is currently in use by another operation and cannot be used";
 
     private static (Node? Node, int Index, QmpError? Error) Lookup(Graph g, string node, string name)
     {

@@ -61,7 +61,7 @@ public sealed record Device(string Id, string Model, bool ShareRw, bool ReadOnly
 }
 
 /// <summary>A block export (NBD): a root parent.</summary>
-public sealed record Export(string Id, string ExportName, bool Writable, string? Description, ValueList<string> Bitmaps, long Seq);
+public sealed record Export(string Id, string ExportName, bool Writable, string? Description, ValueList<string> Bitmaps, long Seq, long BitmapNodeSeq = 0);
 
 /// <summary>
 /// A block job: a root parent whose edges keep fixed perms (see <see cref="BlockJobs"/>). Backup jobs only

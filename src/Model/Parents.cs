@@ -103,7 +103,7 @@ public static class Exports
         if (c.Writable && node.ReadOnly) return Results.Fail("Cannot export read-only node as writable");
         var name = c.ExportName ?? c.NodeName;
         var (g2, seq) = g.TakeSeq();
-        g2 = g2 with { Exports = g2.Exports.SetItem(c.Id, new Export(c.Id, name, c.Writable, c.Description, c.Bitmaps, seq)) };
+        g2 = g2 with { Exports = g2.Exports.SetItem(c.Id, new Export(c.Id, name, c.Writable, c.Description, c.Bitmaps, seq, node.Seq)) };
         var (perm, shared) = Perms(c.Writable);
         var attached = Operations.AttachRoot(g2, new ExportParent(c.Id), node.Name, perm, Perm.All);
         if (!attached.Ok) return attached;
@@ -113,9 +113,13 @@ public static class Exports
         var edge = g3.RootEdge(new ExportParent(c.Id))!;
         var narrowed = Refresh.Subtree(g3.Replace(edge, edge with { Shared = shared }), node.Name, g);
         if (!narrowed.Ok) return narrowed;
+        // nbd_export_create, per bitmap in order: found, not busy (exported elsewhere), and not enabled
+        // under a read-only export of a writable node (its contents would change under the client).
         foreach (var b in c.Bitmaps)
         {
-            if (!node.Bitmaps.Any(x => x.Name == b)) return Results.Fail($"Bitmap '{b}' is not found");
+            if (node.Bitmaps.FirstOrDefault(x => x.Name == b) is not { } bm) return Results.Fail($"Bitmap '{b}' is not found");
+            if (Bitmaps.Busy(g, node, b)) return Results.Fail(Bitmaps.BusyText(b));
+            if (!c.Writable && !node.ReadOnly && bm.Enabled) return Results.Fail($"Enabled bitmap '{b}' incompatible with readonly export");
         }
         return narrowed;
     }

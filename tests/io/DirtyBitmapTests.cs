@@ -1,7 +1,8 @@
 // Dirty bitmaps record where guest writes landed, as QEMU's do: a write, write-zeroes or discard that
 // reaches a node sets the bits of that node's enabled bitmaps covering the range (and only that node's,
 // so a bitmap on the file below a raw node sees the raw node's writes at their file offsets). The tests
-// write through a real file and read the counts back from query-named-block-nodes, as a client would;
+// write through a real file and read the counts back from query-named-block-nodes, as a client would
+// (a discard dirties only where the node may unmap, as in QEMU);
 // clear and merge change the bits, and an aborted transaction puts them back exactly.
 using System.Text.Json.Nodes;
 using Verified.Impl.Engine;
@@ -63,8 +64,10 @@ public sealed class DirtyBitmapTests : IDisposable
         await e.FindNode("r")!.WriteAsync(0, new byte[512]);
         Assert.Equal(0, Counts("f")["low"]);
         await e.FindNode("r")!.WriteZeroesAsync(4096, 1024);
+        // A discard on a node that may not unmap (discard=ignore, the default of a node added on its own)
+        // returns before QEMU's write bookkeeping: it dirties nothing.
         await e.FindNode("r")!.DiscardAsync(8192, 512);
-        Assert.Equal(4 * 512, Counts("r")["top"]);
+        Assert.Equal(3 * 512, Counts("r")["top"]);
     }
 
     [Fact]

@@ -94,11 +94,14 @@ public sealed class Peer : IDisposable
     }
 
     /// <summary>Verified's daemon in this process, listening on a unix socket.</summary>
-    public static Peer StartVerified(params string[] extraOptions)
+    public static Peer StartVerified(params string[] extraOptions) => StartVerifiedOn(null, extraOptions);
+
+    /// <summary>Verified's daemon in this process over <paramref name="engine"/> (one built with a deliberate bug, for tests of the tests).</summary>
+    public static Peer StartVerifiedOn(Verified.Impl.Engine.BlockEngine? engine, params string[] extraOptions)
     {
         var tmp = NewTmp("serve-verified.");
         var options = ServeOptions.Parse(["--qmp", $"unix:{Path.Combine(tmp, "qmp.sock")}", .. extraOptions]);
-        var daemon = new QmpDaemon(options, TextWriter.Null);
+        var daemon = new QmpDaemon(options, TextWriter.Null, engine);
         var err = daemon.Start();
         if (err is not null) throw new InvalidOperationException(err);
         var peer = new Peer("verified", tmp, null, daemon, null);

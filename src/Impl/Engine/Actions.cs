@@ -221,44 +221,25 @@ public sealed partial class BlockEngine
             if (c.Persistent && n.DriverName != "qcow2") return QmpError.Generic($"Can't store persistent bitmaps to {n.Name}: Operation not supported");
             if (n.BitmapList.Exists(b => b.Name == c.Bitmap)) return QmpError.Generic($"Bitmap already exists: {c.Bitmap}");
             if (c.Bitmap.Length > BitmapNameLengthMax) return QmpError.Generic($"Bitmap name too long: {c.Bitmap}");
-            var bm = new BitmapInfo(c.Bitmap, gran, !c.Disabled, c.Persistent);
+            var bm = new BitmapInfo(c.Bitmap, gran, !c.Disabled, c.Persistent) { Bits = new DirtyBits(gran, n.Length) };
             n.BitmapList.Add(bm);
-            n.BitmapsChanged();
-            tran.Add(abort: () =>
-            {
-                n.BitmapList.Remove(bm);
-                n.BitmapsChanged();
-            });
+            tran.Add(abort: () => n.BitmapList.Remove(bm));
             return null;
         }
         if (!Live(c.Node, out var node)) return QmpError.Generic($"Node '{c.Node}' not found");
         int i = node.BitmapList.FindIndex(b => b.Name == c.Bitmap);
         if (i < 0) return QmpError.Generic($"Dirty bitmap '{c.Bitmap}' not found");
         var old = node.BitmapList[i];
+        if (BitmapBusy(node, c.Bitmap)) return QmpError.Generic(BitmapBusyText(c.Bitmap));
         switch (c.Op)
         {
             case BitmapOp.Remove:
                 node.BitmapList.RemoveAt(i);
-                node.BitmapsChanged();
-                tran.Add(abort: () =>
-                {
-                    node.BitmapList.Insert(i, old);
-                    node.BitmapsChanged();
-                });
+                tran.Add(abort: () => node.BitmapList.Insert(i, old));
                 return null;
             case BitmapOp.Enable or BitmapOp.Disable:
                 node.BitmapList[i] = old with { Enabled = c.Op == BitmapOp.Enable };
-                node.BitmapsChanged();
-                tran.Add(abort: () =>
-                {
-                    node.BitmapList[i] = old;
-                    node.BitmapsChanged();
-                });
-                return null;
-            case BitmapOp.Clear:
-                var cleared = old.Bits.Save();
-                old.Bits.Clear();
-                tran.Add(abort: () => old.Bits.Restore(cleared));
+                tran.Add(abort: () => node.BitmapList[i] = old);
                 return null;
             case BitmapOp.Merge:
                 foreach (var src in c.Sources ?? ValueList<BitmapRef>.Empty)
@@ -266,19 +247,40 @@ public sealed partial class BlockEngine
                     var sn = src.Node ?? c.Node;
                     if (!Live(sn, out var srcNode)) return QmpError.Generic($"Node '{sn}' not found");
                     if (!srcNode.BitmapList.Exists(b => b.Name == src.Name)) return QmpError.Generic($"Dirty bitmap '{src.Name}' not found");
+                    if (BitmapBusy(srcNode, src.Name)) return QmpError.Generic(BitmapBusyText(src.Name));
                 }
-                var before = old.Bits.Save();
-                foreach (var src in c.Sources ?? ValueList<BitmapRef>.Empty)
+                return MergeBits(tran, old, c);
+            case BitmapOp.Clear:
+                if (old.Bits is { } bits)
                 {
-                    Live(src.Node ?? c.Node, out var srcNode);
-                    old.Bits.Merge(srcNode!.BitmapList.First(b => b.Name == src.Name).Bits);
+                    var saved = bits.Save();
+                    bits.Clear();
+                    tran.Add(abort: () => bits.Restore(saved));
                 }
-                tran.Add(abort: () => old.Bits.Restore(before));
                 return null;
             default:
                 return null;
         }
     }
+
+    /// <summary>Merges the sources' contents into the target (all checked to exist), undone on abort.</summary>
+    private QmpError? MergeBits(UndoLog tran, BitmapInfo target, BitmapCommand c)
+    {
+        if (target.Bits is not { } bits) return null;
+        var saved = bits.Save();
+        foreach (var src in c.Sources ?? ValueList<BitmapRef>.Empty)
+        {
+            var from = nodes[src.Node ?? c.Node].BitmapList.Find(b => b.Name == src.Name)?.Bits;
+            if (from is not null) bits.Merge(from);
+        }
+        tran.Add(abort: () => bits.Restore(saved));
+        return null;
+    }
+
+    /// <summary>A bitmap is busy while an export serves it (QEMU's bdrv_dirty_bitmap_set_busy).</summary>
+    private bool BitmapBusy(BlockNode node, string name) => exports.Values.Any(e => e.BitmapNode == node && e.Bitmaps.Contains(name));
+
+    private static string BitmapBusyText(string name) => $"Bitmap '{name}' is currently in use by another operation and cannot be used";
 
     /// <summary>Granularity of a new bitmap when none is given.</summary>
     public const long BitmapGranularityDefault = 65536;

@@ -112,7 +112,7 @@ public sealed partial class BlockEngine
     {
         var all = n.BitmapList.Select(b => (b.Stamp, Json: new JsonObject
         {
-            ["name"] = b.Name, ["count"] = b.Bits.Count, ["granularity"] = b.Granularity,
+            ["name"] = b.Name, ["count"] = b.Bits?.DirtyBytes ?? 0, ["granularity"] = b.Granularity,
             ["recording"] = b.Enabled, ["busy"] = false, ["persistent"] = b.Persistent,
         })).ToList();
         foreach (var holder in nodes.Values)

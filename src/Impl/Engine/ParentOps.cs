@@ -75,7 +75,7 @@ public sealed partial class BlockEngine
         if (!nodes.TryGetValue(c.NodeName, out var node)) return QmpError.Generic($"Cannot find device='' nor node-name='{c.NodeName}'");
         if (c.Writable && node.ReadOnly) return QmpError.Generic("Cannot export read-only node as writable");
         var name = c.ExportName ?? c.NodeName;
-        var exp = new ExportParent(c.Id, name, c.Writable, c.Description, c.Bitmaps, NextSeq(), Io);
+        var exp = new ExportParent(c.Id, name, c.Writable, c.Description, c.Bitmaps, NextSeq(), Io) { AllocationDepth = c.AllocationDepth, Size = node.Length, BitmapNode = node };
         var tran = new UndoLog(Services.Mutation);
         var edge = AttachRootEdge(tran, exp, node, exp.Wants.Perm, Perm.All);
         var err = Rules.Refresher.Refresh([node], tran)
@@ -86,9 +86,14 @@ public sealed partial class BlockEngine
             edge.Shared = exp.Wants.Shared;
             err = Rules.Refresher.Refresh([node], tran);
         }
+        // nbd_export_create, per bitmap in order: found, not busy, not enabled under a read-only export of a writable node.
         foreach (var b in c.Bitmaps)
         {
-            if (err is null && !node.BitmapList.Exists(x => x.Name == b)) err = QmpError.Generic($"Bitmap '{b}' is not found");
+            var bm = node.BitmapList.Find(x => x.Name == b);
+            if (err is not null) break;
+            if (bm is null) err = QmpError.Generic($"Bitmap '{b}' is not found");
+            else if (BitmapBusy(node, b)) err = QmpError.Generic(BitmapBusyText(b));
+            else if (!c.Writable && !node.ReadOnly && bm.Enabled) err = QmpError.Generic($"Enabled bitmap '{b}' incompatible with readonly export");
         }
         if (err is not null)
         {

@@ -9,8 +9,8 @@ public sealed record BitmapInfo(string Name, long Granularity, bool Enabled, boo
     /// <summary>Creation order among all bitmaps (listings show the newest first); kept by enable and disable.</summary>
     public long Stamp { get; init; } = IO.BitmapStamps.Next();
 
-    /// <summary>The dirty bits (shared by the enabled and disabled versions of the record).</summary>
-    public DirtyBits Bits { get; init; } = new(Granularity);
+    /// <summary>The bitmap's contents (shared by the copies <c>with</c> makes when it is enabled or disabled).</summary>
+    public DirtyBits? Bits { get; init; }
 }
 
 /// <summary>
@@ -73,14 +73,8 @@ public sealed partial class BlockNode : IBlockParent
     /// <summary>Child edges, oldest first; QEMU's order is the reverse.</summary>
     internal List<BdrvChild> ChildList { get; } = [];
 
-    /// <summary>Dirty bitmaps, oldest first. Call <see cref="BitmapsChanged"/> after changing it.</summary>
+    /// <summary>Dirty bitmaps, oldest first.</summary>
     internal List<BitmapInfo> BitmapList { get; } = [];
-
-    /// <summary>The bits of the bitmaps that record, read by I/O without the graph lock.</summary>
-    private volatile DirtyBits[] recording = [];
-
-    /// <summary>Re-reads which bitmaps record writes; call after any change to <see cref="BitmapList"/>.</summary>
-    internal void BitmapsChanged() => recording = [.. BitmapList.Where(b => b.Enabled).Select(b => b.Bits)];
 
     /// <summary>Cumulative perm of all parent edges, as of the last refresh of this node.</summary>
     public Perm CumulativePerm { get; internal set; }

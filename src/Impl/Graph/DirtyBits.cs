@@ -1,113 +1,97 @@
 namespace Verified.Impl.Graph;
 
 /// <summary>
-/// The dirty bits of one named bitmap: one bit per <see cref="Granularity"/> bytes, set when a write,
-/// write-zeroes or discard reaches the node while the bitmap records (QEMU's <c>bdrv_set_dirty</c>).
-/// Sparse (a word per 64 granules touched), so large nodes cost nothing until written. Thread-safe.
+/// The contents of a dirty bitmap: one bit per <see cref="Granularity"/> bytes of the node, set by
+/// every write, write-zeroes and discard that completes on the node while the bitmap is enabled
+/// (QEMU's bdrv_set_dirty). Marking is lock-free (writes run concurrently); clearing, merging and
+/// restoring happen in graph commands, which run with I/O drained.
 /// </summary>
+/// <remarks>The bit array covers the node's size when the bitmap was added; a range beyond it (after
+/// a resize) is reported dirty, which is always a safe answer for a backup.</remarks>
 public sealed class DirtyBits
 {
-    private const int WordBits = 64;
-    private readonly object sync = new();
-    private readonly Dictionary<long, ulong> words = [];
+    private readonly long[] words;
 
-    /// <summary>Creates an empty bitmap of <paramref name="granularity"/> bytes per bit (a power of two).</summary>
-    public DirtyBits(long granularity)
+    /// <summary>Creates an all-clean bitmap of <paramref name="granularity"/> bytes per bit over <paramref name="length"/> bytes.</summary>
+    public DirtyBits(long granularity, long length)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(granularity);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
         Granularity = granularity;
+        long bits = (length + granularity - 1) / granularity;
+        words = new long[(bits + 63) / 64];
+        Bits = bits;
     }
 
     /// <summary>Bytes per bit.</summary>
     public long Granularity { get; }
 
-    /// <summary>Dirty bytes: set bits times the granularity, as QEMU's <c>count</c>.</summary>
-    public long Count
-    {
-        get
-        {
-            lock (sync)
-            {
-                long n = 0;
-                foreach (var w in words.Values) n += System.Numerics.BitOperations.PopCount(w);
-                return n * Granularity;
-            }
-        }
-    }
+    /// <summary>Bits held.</summary>
+    public long Bits { get; }
 
-    /// <summary>Sets the bits covering [<paramref name="offset"/>, +<paramref name="length"/>).</summary>
+    /// <summary>Marks the bits that <c>[offset, offset + length)</c> touches.</summary>
     public void Mark(long offset, long length)
     {
         if (length <= 0) return;
-        long first = offset / Granularity, end = (offset + length + Granularity - 1) / Granularity;
-        lock (sync)
+        long last = Math.Min((offset + length - 1) / Granularity, Bits - 1);
+        for (long bit = offset / Granularity; bit <= last; bit++)
+            Interlocked.Or(ref words[bit >> 6], 1L << (int)(bit & 63));
+    }
+
+    /// <summary>Whether the range starting at <paramref name="offset"/> is dirty, and for how many bytes (at least 1, at most <paramref name="length"/>) that holds.</summary>
+    public (bool Dirty, long Bytes) Status(long offset, long length)
+    {
+        long bit = offset / Granularity;
+        if (bit >= Bits) return (true, length);
+        bool dirty = IsSet(bit);
+        long end = offset + length;
+        long next = (bit + 1) * Granularity;
+        while (next < end && bit + 1 < Bits && IsSet(bit + 1) == dirty)
         {
-            for (long i = first; i < end; i++)
-            {
-                words.TryGetValue(i / WordBits, out var w);
-                words[i / WordBits] = w | (1UL << (int)(i % WordBits));
-            }
+            bit++;
+            next += Granularity;
         }
+        return (dirty, Math.Min(next, end) - offset);
     }
 
-    /// <summary>Whether any bit covering [<paramref name="offset"/>, +<paramref name="length"/>) is set.</summary>
-    public bool IsDirty(long offset, long length)
+    private bool IsSet(long bit) => (Volatile.Read(ref words[bit >> 6]) & (1L << (int)(bit & 63))) != 0;
+
+    /// <summary>Dirty bytes: set bits times the granularity (QEMU's <c>count</c> in query-named-block-nodes).</summary>
+    public long DirtyBytes
     {
-        long first = offset / Granularity, end = (offset + Math.Max(1, length) + Granularity - 1) / Granularity;
-        lock (sync)
+        get
         {
-            for (long i = first; i < end; i++)
-            {
-                if (words.TryGetValue(i / WordBits, out var w) && (w & (1UL << (int)(i % WordBits))) != 0) return true;
-            }
-        }
-        return false;
-    }
-
-    /// <summary>The dirty byte ranges, in order (each a run of set bits).</summary>
-    public IReadOnlyList<(long Offset, long Length)> Ranges()
-    {
-        List<long> bits;
-        lock (sync) bits = [.. words.SelectMany(kv => Enumerable.Range(0, WordBits).Where(b => (kv.Value & (1UL << b)) != 0).Select(b => kv.Key * WordBits + b))];
-        bits.Sort();
-        var runs = new List<(long, long)>();
-        for (int i = 0; i < bits.Count;)
-        {
-            int j = i;
-            while (j + 1 < bits.Count && bits[j + 1] == bits[j] + 1) j++;
-            runs.Add((bits[i] * Granularity, (bits[j] - bits[i] + 1) * Granularity));
-            i = j + 1;
-        }
-        return runs;
-    }
-
-    /// <summary>A copy of the bits (to restore on abort).</summary>
-    public Dictionary<long, ulong> Save()
-    {
-        lock (sync) return new(words);
-    }
-
-    /// <summary>Puts back bits taken by <see cref="Save"/>.</summary>
-    public void Restore(Dictionary<long, ulong> saved)
-    {
-        ArgumentNullException.ThrowIfNull(saved);
-        lock (sync)
-        {
-            words.Clear();
-            foreach (var kv in saved) words[kv.Key] = kv.Value;
+            long n = 0;
+            for (int i = 0; i < words.Length; i++) n += System.Numerics.BitOperations.PopCount((ulong)Volatile.Read(ref words[i]));
+            return n * Granularity;
         }
     }
 
     /// <summary>Clears every bit.</summary>
-    public void Clear()
-    {
-        lock (sync) words.Clear();
-    }
+    public void Clear() => Array.Clear(words);
 
-    /// <summary>Sets every bit set in <paramref name="other"/> (granularities may differ: its ranges are marked).</summary>
+    /// <summary>Sets every bit set in <paramref name="other"/> (same granularity, or each of its dirty ranges is marked).</summary>
     public void Merge(DirtyBits other)
     {
         ArgumentNullException.ThrowIfNull(other);
-        foreach (var (o, l) in other.Ranges()) Mark(o, l);
+        if (other.Granularity == Granularity && other.words.Length == words.Length)
+        {
+            for (int i = 0; i < words.Length; i++) words[i] |= other.words[i];
+            return;
+        }
+        for (long bit = 0; bit < other.Bits; bit++)
+        {
+            if (other.IsSet(bit)) Mark(bit * other.Granularity, other.Granularity);
+        }
+    }
+
+    /// <summary>A copy, to restore on abort.</summary>
+    public long[] Save() => (long[])words.Clone();
+
+    /// <summary>Puts back what <see cref="Save"/> returned.</summary>
+    public void Restore(long[] saved)
+    {
+        ArgumentNullException.ThrowIfNull(saved);
+        Array.Copy(saved, words, words.Length);
     }
 }

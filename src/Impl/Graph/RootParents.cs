@@ -9,7 +9,7 @@ namespace Verified.Impl.Graph;
 /// </summary>
 public abstract class RootParent : IBlockParent
 {
-    private readonly IO.IoGate gate;
+    private protected readonly IO.IoGate gate;
 
     internal RootParent(string id, long seq, IO.IoGate gate)
     {
@@ -70,6 +70,34 @@ public abstract class RootParent : IBlockParent
         try
         {
             await Attached(Perm.Write).DiscardAsync(offset, length).ConfigureAwait(false);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
+
+    /// <summary>What the attached node holds at a range (hole, zeroes) and for how many bytes.</summary>
+    public async ValueTask<IO.RangeStatus> StatusAsync(long offset, long length)
+    {
+        await gate.EnterAsync().ConfigureAwait(false);
+        try
+        {
+            return await Attached(Perm.None).StatusAsync(offset, length).ConfigureAwait(false);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
+
+    /// <summary>How deep in the attached node's backing chain a range is allocated, and for how many bytes.</summary>
+    public async ValueTask<(int Depth, long Bytes)> AllocationDepthAsync(long offset, long length)
+    {
+        await gate.EnterAsync().ConfigureAwait(false);
+        try
+        {
+            return await Attached(Perm.None).AllocationDepthAsync(offset, length).ConfigureAwait(false);
         }
         finally
         {
@@ -176,6 +204,38 @@ public sealed class ExportParent : RootParent
 
     /// <summary>Bitmaps exported as meta contexts.</summary>
     public ValueList<string> Bitmaps { get; }
+
+    /// <summary>
+    /// The size clients are told, fixed when the export is added (as QEMU's exp->size): an export never
+    /// shares resize, and a replace that moves it onto another node does not change what clients were told.
+    /// Read without the graph's lock, unlike <see cref="RootParent.Length"/>, which may be caught mid-change.
+    /// </summary>
+    public long Size { get; init; }
+
+    /// <summary>The node whose bitmaps <see cref="Bitmaps"/> name (the node exported, when it was added); they are busy while the export lives.</summary>
+    public BlockNode? BitmapNode { get; init; }
+
+    /// <summary>Whether clients may ask for the <c>qemu:allocation-depth</c> meta context.</summary>
+    public bool AllocationDepth { get; init; }
+
+    /// <summary>
+    /// Whether the range is dirty in exported bitmap <paramref name="bitmap"/> of <see cref="BitmapNode"/>,
+    /// and for how many bytes; admitted like I/O, so a clear or merge (run drained) is never seen half done.
+    /// </summary>
+    public async ValueTask<(bool Dirty, long Bytes)> DirtyStatusAsync(string bitmap, long offset, long length)
+    {
+        await gate.EnterAsync().ConfigureAwait(false);
+        try
+        {
+            var bits = BitmapNode?.Bitmaps.FirstOrDefault(b => b.Name == bitmap)?.Bits
+                ?? throw new IO.BlockIOException(IO.Errnos.EINVAL, $"bitmap '{bitmap}' is gone");
+            return bits.Status(offset, length);
+        }
+        finally
+        {
+            gate.Exit();
+        }
+    }
 
     /// <inheritdoc/>
     public override string GraphName => Id;

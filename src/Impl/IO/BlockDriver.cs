@@ -15,6 +15,12 @@ public enum WriteFlags
     MayUnmap = 2,
 }
 
+/// <summary>What a range of a node holds, as block status reports it.</summary>
+/// <param name="Bytes">How many bytes from the asked offset the answer holds for (at least 1).</param>
+/// <param name="Hole">No storage is allocated for the range.</param>
+/// <param name="Zero">The range reads as zeroes.</param>
+public readonly record struct RangeStatus(long Bytes, bool Hole, bool Zero);
+
 /// <summary>An I/O error with its errno, as a block driver reports it.</summary>
 public sealed class BlockIOException : IOException
 {
@@ -163,6 +169,17 @@ public abstract class BlockDriver
         for (long done = 0; done < length; done += zeros.Length)
             await WriteAsync(offset + done, zeros.AsMemory(0, (int)Math.Min(zeros.Length, length - done)), flags).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// What the range at <paramref name="offset"/> holds (QEMU's bdrv_block_status, one layer down to
+    /// the host): a hole or data, reading as zeroes or not, for how many bytes the answer holds
+    /// (at least 1, at most <paramref name="length"/>). Filters ask their primary child; a driver that
+    /// cannot tell says "data" for the whole range, which is always a safe answer.
+    /// </summary>
+    public virtual ValueTask<RangeStatus> StatusAsync(long offset, long length) =>
+        Rules.PermRules.IsFilter(Node.DriverName) && Primary is { } c && c.Node.Length == Length
+            ? c.Node.StatusAsync(offset, length)
+            : ValueTask.FromResult(new RangeStatus(length, Hole: false, Zero: false));
 
     /// <summary>The child that I/O passes to by default (file, or blkdebug's image).</summary>
     protected BdrvChild? Primary => Node.Child("file") ?? Node.Child("image");

@@ -41,7 +41,12 @@ public sealed class QmpDaemon : IAsyncDisposable
         this.log = log;
         Engine = engine ?? new BlockEngine();
         Dispatcher = new QmpDispatcher(Engine);
+        Nbd = new Nbd.NbdServer(Engine, log);
+        Dispatcher.Nbd = Nbd;
     }
+
+    /// <summary>The NBD server (listening while nbd-server-start is in effect).</summary>
+    public Nbd.NbdServer Nbd { get; }
 
     /// <summary>The engine served.</summary>
     public BlockEngine Engine { get; }
@@ -217,6 +222,8 @@ public sealed class QmpDaemon : IAsyncDisposable
         disposed = true;
         await stopping.CancelAsync().ConfigureAwait(false);
         foreach (var l in listeners) l.Dispose();
+        // NBD clients' requests in flight complete (and are flushed below) before the images close.
+        Nbd.Stop();
         foreach (var n in Engine.Nodes.Reverse())
         {
             try

@@ -35,6 +35,7 @@ public sealed partial class QmpDispatcher
 
     private Reply RunLocked(string name, JsonObject args)
     {
+        lateExports.Clear();
         switch (name)
         {
             case "query-version":
@@ -48,16 +49,76 @@ public sealed partial class QmpDispatcher
             case "x-blockdev-set-iothread":
                 return Checked(args, SetIothreadFields) ?? SetIothread(args);
             case "nbd-server-start":
-                return NbdServerStartChecks(args) ?? Engine.Execute(CommandParser.Parse(name, args) is ({ } start, null) ? start : throw new InvalidOperationException("checked arguments did not parse"));
+                return NbdServerStartChecks(args) ?? NbdServerStart(args);
+            case "nbd-server-stop":
+                return NbdServerStop(args);
             case "nbd-server-add":
                 return NbdServerAdd(args);
             case "nbd-server-remove":
                 // QEMU 7.2: nbd-server-remove is block-export-del of the export with that name as id.
-                return Checked(args, NbdRemoveFields) ?? Engine.Execute(new BlockExportDel(Str(args, "name")!, Str(args, "mode") ?? "safe"));
+                return Checked(args, NbdRemoveFields) ?? ExportDel(Str(args, "name")!, Str(args, "mode") ?? "safe");
+            case "block-export-del":
+                return CommandParser.Parse(name, args) switch
+                {
+                    (_, { } e) => new Reply(null, e),
+                    (BlockExportDel d, _) => ExportDel(d.Id, d.Mode),
+                    _ => throw new InvalidOperationException("block-export-del parsed to another command"),
+                };
             default:
                 var (cmd, err) = CommandParser.Parse(name, args);
                 return err is not null ? new Reply(null, err) : Engine.Execute(cmd!);
         }
+    }
+
+    /// <summary>
+    /// Binds the listener before the engine records the server as running, so a bind failure changes
+    /// nothing; a dispatcher without an NBD server (library use) only records it.
+    /// </summary>
+    private Reply NbdServerStart(JsonObject args)
+    {
+        var start = CommandParser.Parse("nbd-server-start", args) is ({ } c, null) ? c : throw new InvalidOperationException("checked arguments did not parse");
+        if (Nbd is null || Engine.NbdServerRunning) return Engine.Execute(start);
+        var err = Nbd.Listen((JsonObject)args["addr"]!, args["max-connections"]?.GetValue<long>() ?? 0);
+        if (err is not null) return Fail(err);
+        var reply = Engine.Execute(start);
+        if (!reply.IsOk) Nbd.Stop();
+        return reply;
+    }
+
+    /// <summary>QEMU's nbd_server_stop: every client is disconnected and every export deleted before the reply.</summary>
+    private Reply NbdServerStop(JsonObject args)
+    {
+        var (cmd, err) = CommandParser.Parse("nbd-server-stop", args);
+        if (err is not null) return new Reply(null, err);
+        if (Nbd is not null && Engine.NbdServerRunning) Nbd.Stop();
+        return Engine.Execute(cmd!);
+    }
+
+    /// <summary>
+    /// QEMU's qmp_block_export_del: an export with clients is refused in safe mode; in hard mode its
+    /// clients are disconnected, and it is deleted once the last has gone (their requests in flight
+    /// complete first). BLOCK_EXPORT_DELETED then follows the reply, as in QEMU, where it waits for
+    /// the clients; an export without clients is deleted at once and the event precedes the reply.
+    /// </summary>
+    private Reply ExportDel(string id, string mode)
+    {
+        int clients = Nbd?.ClientsOf(id) ?? 0;
+        if (clients > 0 && Engine.Exports.Any(e => e.Id == id))
+        {
+            if (mode != "hard") return Fail($"export '{id}' still in use");
+            Nbd!.Disconnect(id);
+            try
+            {
+                var reply = Engine.Execute(new BlockExportDel(id, mode));
+                if (reply.IsOk) lateExports.Add(id);
+                return reply;
+            }
+            finally
+            {
+                Nbd.Release(id);
+            }
+        }
+        return Engine.Execute(new BlockExportDel(id, mode));
     }
 
     private static readonly Field[] NbdRemoveFields = [new("name", FieldType.Str, false), new("mode", new FieldType.Enum(["safe", "hard"]))];
@@ -78,7 +139,7 @@ public sealed partial class QmpDispatcher
     /// <summary>
     /// nbd-server-start's argument checks as QEMU 7.2's visitor makes them (the engine keeps the
     /// address as given), then what listening would refuse: a unix socket in a missing directory.
-    /// Verified does not listen for NBD clients yet (NBD traffic is its own issue).
+    /// The listener itself is bound by <see cref="NbdServerStart"/>.
     /// </summary>
     private Reply? NbdServerStartChecks(JsonObject args)
     {

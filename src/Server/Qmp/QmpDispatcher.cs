@@ -114,12 +114,22 @@ public sealed partial class QmpDispatcher : IDisposable
             }
             events = [.. JobEvents(), .. reply.IsOk ? EventsBetween(before, Snapshot()) : []];
         }
+        HashSet<string> late;
+        lock (commandLock) late = [.. lateExports];
+        bool IsLate(QmpEvent e) => e.Name == "DEVICE_DELETED"
+            || (e.Name == "BLOCK_EXPORT_DELETED" && e.Data?["id"]?.GetValue<string>() is { } id && late.Contains(id));
         Deliver([.. events.Where(e => !IsLate(e))]);
         return (reply, [.. events.Where(IsLate)]);
     }
 
-    /// <summary>DEVICE_DELETED comes once the unplug completes, after device_del's reply (measured on QEMU 7.2); the others come before.</summary>
-    private static bool IsLate(QmpEvent e) => e.Name == "DEVICE_DELETED";
+    /// <summary>Exports the last command deleted after waiting for their clients: their event follows the reply.</summary>
+    private readonly HashSet<string> lateExports = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The NBD server that serves the engine's exports, when this dispatcher belongs to a daemon; null
+    /// in library use, where nbd-server-start only records that a server runs.
+    /// </summary>
+    public Nbd.NbdServer? Nbd { get; set; }
 
     /// <summary>Sends <paramref name="events"/> to every listener, in order.</summary>
     internal void Deliver(List<QmpEvent> events)

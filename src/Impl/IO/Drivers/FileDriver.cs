@@ -248,6 +248,27 @@ public sealed partial class FileDriver : BlockDriver, IAllocatedSize
         if ((flags & WriteFlags.Fua) != 0) await FlushAsync().ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// file-posix's find_allocation: SEEK_DATA and SEEK_HOLE tell data from holes (holes read as
+    /// zeroes); where the file system cannot tell, everything is data.
+    /// </summary>
+    public override ValueTask<RangeStatus> StatusAsync(long offset, long length)
+    {
+        var d = Current();
+        long data = LinuxNative.Lseek(d.Fd, offset, LinuxNative.SEEK_DATA);
+        const int ENXIO = 6;
+        RangeStatus s;
+        if (data == -ENXIO) s = new RangeStatus(length, Hole: true, Zero: true); // only a hole up to the end
+        else if (data < 0) s = new RangeStatus(length, Hole: false, Zero: false);
+        else if (data > offset) s = new RangeStatus(Math.Min(length, data - offset), Hole: true, Zero: true);
+        else
+        {
+            long hole = LinuxNative.Lseek(d.Fd, offset, LinuxNative.SEEK_HOLE);
+            s = new RangeStatus(hole > offset ? Math.Min(length, hole - offset) : length, Hole: false, Zero: false);
+        }
+        return ValueTask.FromResult(s);
+    }
+
     /// <inheritdoc/>
     public override ValueTask FlushAsync()
     {

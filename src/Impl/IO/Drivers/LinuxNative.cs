@@ -126,6 +126,21 @@ internal static partial class LinuxNative
         }
     }
 
+    [LibraryImport(Libc, EntryPoint = "lseek", SetLastError = true)]
+    private static partial long LseekNative(int fd, long offset, int whence);
+
+    /// <summary>lseek whence: the next byte at or after the offset that holds data.</summary>
+    public const int SEEK_DATA = 3;
+    /// <summary>lseek whence: the next hole at or after the offset (end of file counts as one).</summary>
+    public const int SEEK_HOLE = 4;
+
+    /// <summary>lseek(2); returns the new offset or -errno (-ENXIO past the last data).</summary>
+    public static long Lseek(int fd, long offset, int whence)
+    {
+        long r = LseekNative(fd, offset, whence);
+        return r >= 0 ? r : -Marshal.GetLastPInvokeError();
+    }
+
     /// <summary>open(2); returns the fd or -errno.</summary>
     public static int Open(string path, int flags)
     {

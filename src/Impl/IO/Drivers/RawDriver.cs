@@ -78,6 +78,10 @@ public sealed class RawDriver : BlockDriver
     }
 
     /// <inheritdoc/>
+    public override ValueTask<RangeStatus> StatusAsync(long offset, long length) =>
+        File!.Node.StatusAsync(Adjust(offset, length, isWrite: false), length);
+
+    /// <inheritdoc/>
     public override ValueTask FlushAsync()
     {
         var file = File;
