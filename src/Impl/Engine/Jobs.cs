@@ -124,6 +124,11 @@ public sealed partial class BlockEngine
     {
         if (job is MirrorJob m)
         {
+            if (m.Dirty is { } dirty)
+            {
+                m.Source.JobBitmaps.Remove(dirty);
+                m.Dirty = null;
+            }
             if (m.TargetParent is { } bb)
             {
                 DetachRoot(bb);
@@ -361,6 +366,8 @@ public sealed partial class BlockEngine
         var topOptions = new BlockdevOptions("mirror_top", c.FilterNodeName, ValueMap<string>.Empty, ValueList<ChildOption>.Empty);
         var (top, err) = Open(tran, topOptions, null, false);
         if (err is not null) return err;
+        // Without a filter-node-name the filter is implicit: it shows its child's file names (QEMU's bs->implicit).
+        top!.Implicit = c.FilterNodeName is null;
         err = Append(tran, top!, source);
         if (err is not null) return err;
         var id = c.JobId ?? "";
@@ -370,6 +377,11 @@ public sealed partial class BlockEngine
             source, target, jobEvents.Add) { Filter = top };
         jobs.Add(id, job);
         job.Move(JobStatus.Created);
+        // mirror_start_job's dirty bitmap on the source: it records guest writes for as long as the job lives.
+        var dirty = new DirtyBits(MirrorJob.DirtyGranularity, source.Length);
+        (job.Dirty, job.DirtyStamp) = (dirty, IO.BitmapStamps.Next());
+        source.JobBitmaps.Add(dirty);
+        tran.Add(abort: () => source.JobBitmaps.Remove(dirty));
         AttachJobEdge(tran, job, "main node", top!, Perm.ConsistentRead, Perm.ConsistentRead | Perm.Write | Perm.WriteUnchanged);
         err = Rules.Refresher.Refresh([top!], tran);
         if (err is null && c.Speed < 0) err = QmpError.Generic("Parameter 'speed' expects a non-negative value");

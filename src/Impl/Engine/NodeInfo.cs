@@ -44,7 +44,8 @@ public sealed partial class BlockEngine
             ["ro"] = n.ReadOnly,
             ["drv"] = n.DriverName,
         };
-        if (n.Child("backing") is { } b) o["backing_file"] = FileNamesOf(b.Node, memo).Filename;
+        // bs->backing_file is set when a COW child is attached (bdrv_backing_attach): not for a filter's backing.
+        if (n.Children.FirstOrDefault(c => (c.Role & Role.Cow) != 0) is { } b) o["backing_file"] = FileNamesOf(b.Node, memo).Filename;
         // Measured on QEMU 7.2: its listing reports depth 0 whatever the chain.
         o["backing_file_depth"] = 0;
         o["encrypted"] = false;
@@ -87,8 +88,8 @@ public sealed partial class BlockEngine
     {
         if (n.Driver is IFormatFacts f) return (f.ClusterSize, f.Dirty);
         if (n.DriverName is "file" or "qcow2") return (0, false);
-        if (n.DriverName == "raw" || PermRules.IsFilter(n.DriverName))
-            return (n.Child("file") ?? n.Child("image")) is { } c ? GetInfo(c.Node) : null;
+        if (n.DriverName == "raw") return n.Child("file") is { } c ? GetInfo(c.Node) : null;
+        if (PermRules.IsFilter(n.DriverName)) return Filtered(n) is { } inner ? GetInfo(inner) : null;
         return null;
     }
 
@@ -98,7 +99,7 @@ public sealed partial class BlockEngine
         if (n.Driver is IAllocatedSize a) return a.AllocatedBytes;
         if (n.DriverName is "null-co" or "null-aio") return 0;
         if (PermRules.IsProtocol(n.DriverName) && !PermRules.IsFilter(n.DriverName) || n.DriverName == "blkdebug") return null;
-        if (PermRules.IsFilter(n.DriverName)) return (n.Child("file") ?? n.Child("image")) is { } f ? AllocatedSize(f.Node) : null;
+        if (PermRules.IsFilter(n.DriverName)) return Filtered(n) is { } f ? AllocatedSize(f) : null;
         long sum = 0;
         foreach (var c in n.Children)
         {
@@ -115,17 +116,14 @@ public sealed partial class BlockEngine
             ["name"] = b.Name, ["count"] = b.Bits?.DirtyBytes ?? 0, ["granularity"] = b.Granularity,
             ["recording"] = b.Enabled, ["busy"] = false, ["persistent"] = b.Persistent,
         })).ToList();
-        foreach (var holder in nodes.Values)
+        var holders = nodes.Values.Select(x => x.Driver).OfType<IHiddenBitmaps>().Concat(jobs.Values.OfType<IHiddenBitmaps>());
+        foreach (var hb in holders.SelectMany(h => h.HiddenBitmaps).Where(x => ReferenceEquals(x.On, n)))
         {
-            if (holder.Driver is not IHiddenBitmaps h) continue;
-            foreach (var hb in h.HiddenBitmaps.Where(x => ReferenceEquals(x.On, n)))
+            all.Add((hb.Stamp, new JsonObject
             {
-                all.Add((hb.Stamp, new JsonObject
-                {
-                    ["count"] = hb.Count, ["granularity"] = hb.Granularity,
-                    ["recording"] = false, ["busy"] = false, ["persistent"] = false,
-                }));
-            }
+                ["count"] = hb.Count, ["granularity"] = hb.Granularity,
+                ["recording"] = hb.Recording, ["busy"] = false, ["persistent"] = false,
+            }));
         }
         return new JsonArray([.. all.OrderByDescending(x => x.Stamp).Select(x => (JsonNode)x.Json)]);
     }
@@ -145,6 +143,7 @@ public sealed partial class BlockEngine
     private static FileNames FileNamesOf(BlockNode n, Dictionary<BlockNode, FileNames> memo)
     {
         if (memo.TryGetValue(n, out var known)) return known;
+        if (n.Implicit && n.Children.FirstOrDefault() is { } only) return memo[n] = FileNamesOf(only.Node, memo);
         var backing = n.Child("backing");
         string? header = (n.Driver as IFormatFacts)?.HeaderBackingFile;
         bool backingOverridden = backing is not null
@@ -183,6 +182,10 @@ public sealed partial class BlockEngine
         if (full.Any(kv => kv.Key is not ("config" or "image" or "x-image" or "driver"))) return null;
         return $"blkdebug:{n.Str("config") ?? ""}:{imageName}";
     }
+
+    /// <summary>A filter's filtered child (file, image, or mirror_top's backing).</summary>
+    private static BlockNode? Filtered(BlockNode n) =>
+        (n.Children.FirstOrDefault(c => (c.Role & Role.Filtered) != 0) ?? n.Child("file") ?? n.Child("image"))?.Node;
 
     private static BlockNode? Primary(BlockNode n)
     {

@@ -19,7 +19,7 @@ public sealed partial class BlockNode
     {
         CheckRange(offset, data.Length);
         var write = Driver.WriteAsync(offset, data, flags);
-        return BitmapList.Count == 0 ? write : MarkingDirty(write, offset, data.Length);
+        return NoBitmaps ? write : MarkingDirty(write, offset, data.Length);
     }
 
     /// <summary>QEMU's bdrv_co_write_req_finish: once a write-type request completes, every enabled bitmap of the node records it.</summary>
@@ -30,7 +30,10 @@ public sealed partial class BlockNode
         {
             if (b.Enabled) b.Bits?.Mark(offset, length);
         }
+        foreach (var j in JobBitmaps) j.Mark(offset, length);
     }
+
+    private bool NoBitmaps => BitmapList.Count == 0 && JobBitmaps.Count == 0;
 
     /// <summary>Flushes.</summary>
     public ValueTask FlushAsync() => Driver.FlushAsync();
@@ -41,7 +44,7 @@ public sealed partial class BlockNode
         CheckRange(offset, length);
         var discard = Driver.DiscardAsync(offset, length);
         // QEMU's bdrv_co_pdiscard returns before the write bookkeeping on a node that may not unmap.
-        return BitmapList.Count == 0 || !DriverOptions.UnmapAllowed(this) ? discard : MarkingDirty(discard, offset, length);
+        return NoBitmaps || !DriverOptions.UnmapAllowed(this) ? discard : MarkingDirty(discard, offset, length);
     }
 
     /// <summary>Writes zeroes over a range.</summary>
@@ -49,7 +52,7 @@ public sealed partial class BlockNode
     {
         CheckRange(offset, length);
         var zeroes = Driver.WriteZeroesAsync(offset, length, flags);
-        return BitmapList.Count == 0 ? zeroes : MarkingDirty(zeroes, offset, length);
+        return NoBitmaps ? zeroes : MarkingDirty(zeroes, offset, length);
     }
 
     /// <summary>What the range holds (hole, zeroes) and for how many bytes; the range must lie within the node.</summary>

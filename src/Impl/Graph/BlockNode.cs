@@ -49,6 +49,9 @@ public sealed partial class BlockNode : IBlockParent
     /// <summary>Whether the monitor holds a reference (blockdev-add'ed).</summary>
     public bool MonitorOwned { get; internal set; }
 
+    /// <summary>A filter a job inserted without a user-given name (QEMU's <c>implicit</c>): it shows its child's file names.</summary>
+    public bool Implicit { get; internal set; }
+
     /// <summary>Whether the name was generated.</summary>
     public bool AutoNamed { get; }
 
@@ -75,6 +78,9 @@ public sealed partial class BlockNode : IBlockParent
 
     /// <summary>Dirty bitmaps, oldest first.</summary>
     internal List<BitmapInfo> BitmapList { get; } = [];
+
+    /// <summary>Unnamed bitmaps jobs keep on the node (a mirror's dirty bitmap): they record like enabled named ones.</summary>
+    internal List<DirtyBits> JobBitmaps { get; } = [];
 
     /// <summary>Cumulative perm of all parent edges, as of the last refresh of this node.</summary>
     public Perm CumulativePerm { get; internal set; }

@@ -40,9 +40,10 @@ public interface IFormatFacts
 /// <param name="Granularity">Bytes per bit.</param>
 /// <param name="Count">Dirty bytes (set bits times the granularity).</param>
 /// <param name="Stamp">Creation order among all bitmaps (<see cref="BitmapStamps"/>).</param>
-public sealed record HiddenBitmap(BlockNode On, long Granularity, long Count, long Stamp);
+/// <param name="Recording">Whether it records writes (copy-before-write's do not; a mirror's does).</param>
+public sealed record HiddenBitmap(BlockNode On, long Granularity, long Count, long Stamp, bool Recording = false);
 
-/// <summary>Implemented by drivers that keep internal dirty bitmaps (copy-before-write's copy, done and access bitmaps).</summary>
+/// <summary>Implemented by drivers and jobs that keep internal dirty bitmaps (copy-before-write's copy, done and access bitmaps; a mirror's dirty bitmap).</summary>
 public interface IHiddenBitmaps
 {
     /// <summary>The driver's bitmaps as they are now.</summary>

@@ -13,7 +13,7 @@ namespace Verified.Impl.Jobs;
 /// Verified copies the whole source when the job runs and once more, with I/O drained, just before the
 /// pivot, instead of tracking dirty clusters: the target equals the source at the pivot either way.
 /// </remarks>
-public sealed class MirrorJob : BlockJob
+public sealed class MirrorJob : BlockJob, IO.IHiddenBitmaps
 {
     /// <summary>The largest single copy, in bytes (QEMU's default mirror buffer is 1 MiB).</summary>
     public const int CopyChunkBytes = 1 << 20;
@@ -37,6 +37,19 @@ public sealed class MirrorJob : BlockJob
 
     /// <summary>The node written.</summary>
     internal BlockNode Target { get; }
+
+    /// <summary>Granularity of the job's dirty bitmap (QEMU's default when the target reports no cluster size).</summary>
+    public const long DirtyGranularity = 65536;
+
+    /// <summary>The job's dirty bitmap on the source (writes during the job), until the job ends.</summary>
+    internal DirtyBits? Dirty { get; set; }
+
+    /// <summary>The dirty bitmap's creation stamp.</summary>
+    internal long DirtyStamp { get; set; }
+
+    /// <inheritdoc/>
+    public IEnumerable<IO.HiddenBitmap> HiddenBitmaps =>
+        Dirty is { } d ? [new IO.HiddenBitmap(Source, d.Granularity, d.DirtyBytes, DirtyStamp, Recording: true)] : [];
 
     /// <summary>The job's BlockBackend on the target, until the job ends.</summary>
     internal MirrorTargetParent? TargetParent { get; set; }
