@@ -219,6 +219,7 @@ public sealed partial class BlockEngine
             bottom.RefCount--;
             if (bottom.RefCount == 0) Delete(bottom);
         }
+        node.Driver.Closing();
         for (int i = node.ChildList.Count - 1; i >= 0; i--) DetachAndRelease(node.ChildList[i]);
         node.Driver.Close();
         node.Deleted = true;

@@ -51,6 +51,8 @@ public static class Errnos
     public const int ENOSPC = 28;
     /// <summary>Operation not supported.</summary>
     public const int ENOTSUP = 95;
+    /// <summary>File too large (a qcow2 refcount table that cannot grow).</summary>
+    public const int EFBIG = 27;
     /// <summary>Timed out.</summary>
     public const int ETIMEDOUT = 110;
 }
@@ -115,6 +117,12 @@ public abstract class BlockDriver
     /// </summary>
     protected internal virtual QmpError? Open(EngineServices services) => null;
 
+    /// <summary>
+    /// Called when the node is deleted, before its children are detached: a driver with cached state
+    /// (qcow2's metadata) writes it while its children are still there.
+    /// </summary>
+    protected internal virtual void Closing() { }
+
     /// <summary>Releases the node's resources (files opened, group membership).</summary>
     protected internal virtual void Close() { }
 
@@ -150,6 +158,12 @@ public abstract class BlockDriver
         for (long done = 0; done < length; done += zeros.Length)
             await WriteAsync(offset + done, zeros.AsMemory(0, (int)Math.Min(zeros.Length, length - done)), flags).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// Lets writes reach up to <paramref name="length"/> bytes (a format node growing its image file, as QEMU's
+    /// block layer lets a parent holding the resize permission write past the end). False if this driver cannot grow.
+    /// </summary>
+    protected internal virtual bool Grow(long length) => false;
 
     /// <summary>The child that I/O passes to by default (file, or blkdebug's image).</summary>
     protected BdrvChild? Primary => Node.Child("file") ?? Node.Child("image");
