@@ -123,6 +123,16 @@ public abstract class BlockDriver
     /// </summary>
     protected internal virtual void Closing() { }
 
+    /// <summary>
+    /// A format driver reads its image through its attached <c>file</c> child here (qcow2's header and
+    /// tables), before any other child opens, as QEMU's driver open precedes the backing child's. Returns
+    /// QEMU's error text on failure; <see cref="Close"/> releases whatever it acquired.
+    /// </summary>
+    protected internal virtual QmpError? OpenFormat(EngineServices services) => null;
+
+    /// <summary>True for format drivers whose <see cref="OpenFormat"/> reads the image (it then runs before the other children open).</summary>
+    protected internal virtual bool ReadsImageAtOpen => false;
+
     /// <summary>Releases the node's resources (files opened, group membership).</summary>
     protected internal virtual void Close() { }
 

@@ -95,7 +95,10 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
     private int L2Entries => 1 << l2Bits;
 
     /// <inheritdoc/>
-    protected internal override QmpError? Open(EngineServices services)
+    protected internal override bool ReadsImageAtOpen => true;
+
+    /// <inheritdoc/>
+    protected internal override QmpError? OpenFormat(EngineServices services)
     {
         if (Node.Child("file") is null) return QmpError.Generic("A block device must be specified for \"file\"");
         try
