@@ -25,22 +25,25 @@ public sealed partial class Qcow2Driver
     }
 
     /// <summary>
-    /// Under the lock or not: looks up a cached entry; for a data or compressed cluster registers a
-    /// lock-free request (<see cref="ExitData"/> ends it). False when the table is not cached or freeing is under way.
+    /// Without the metadata lock: looks up a cached entry and, for a data cluster, how many bytes from
+    /// <paramref name="offset"/> (at most <paramref name="max"/>) lie in host clusters following it contiguously
+    /// (with <paramref name="needCopied"/>, only clusters this image owns alone). For a data or compressed
+    /// cluster it registers a lock-free request (<see cref="ExitData"/> ends it). False when the table is not
+    /// cached or freeing is under way. One monitor entry per request.
     /// </summary>
-    private bool TryLookup(long offset, out ulong entry, out bool entered)
+    private bool TryLookup(long offset, int max, bool needCopied, out ulong entry, out int run, out bool entered)
     {
         entered = false;
+        run = 0;
         lock (sync)
         {
             if (!TryEntry(offset, out entry)) return false;
             var kind = KindOf(entry);
-            if (kind is ClusterKind.Data or ClusterKind.Compressed)
-            {
-                if (draining) return false;
-                inflight++;
-                entered = true;
-            }
+            if (kind is not (ClusterKind.Data or ClusterKind.Compressed)) return true;
+            if (Volatile.Read(ref draining)) return false;
+            Interlocked.Increment(ref inflight);
+            entered = true;
+            if (kind == ClusterKind.Data && (!needCopied || (entry & Copied) != 0)) run = RunLocked(offset, entry, max, needCopied);
             return true;
         }
     }
@@ -53,8 +56,7 @@ public sealed partial class Qcow2Driver
         {
             ulong e = await EntryAsync(offset).ConfigureAwait(false);
             bool entered = KindOf(e) is ClusterKind.Data or ClusterKind.Compressed;
-            if (entered)
-                lock (sync) inflight++;
+            if (entered) Interlocked.Increment(ref inflight);
             return (e, entered);
         }
         finally
@@ -64,22 +66,24 @@ public sealed partial class Qcow2Driver
     }
 
     /// <summary>How many bytes from <paramref name="offset"/> (at most <paramref name="max"/>) are data in host clusters following <paramref name="entry"/>'s contiguously.</summary>
-    private int ContiguousRun(long offset, ulong entry, int max, bool needCopied)
+    private int RunLocked(long offset, ulong entry, int max, bool needCopied)
     {
         int inOff = (int)(offset & (clusterSize - 1));
         int run = Math.Min(max, clusterSize - inOff);
         long host = (long)(entry & OffsetMask);
-        lock (sync)
+        while (run < max)
         {
-            while (run < max)
-            {
-                long next = offset + run;
-                if (!TryEntry(next, out var e) || KindOf(e) != ClusterKind.Data || (needCopied && (e & Copied) == 0)) break;
-                if ((long)(e & OffsetMask) != host + inOff + run) break;
-                run = Math.Min(max, run + clusterSize);
-            }
+            long next = offset + run;
+            if (!TryEntry(next, out var e) || KindOf(e) != ClusterKind.Data || (needCopied && (e & Copied) == 0)) break;
+            if ((long)(e & OffsetMask) != host + inOff + run) break;
+            run = Math.Min(max, run + clusterSize);
         }
         return run;
+    }
+
+    private int ContiguousRun(long offset, ulong entry, int max, bool needCopied)
+    {
+        lock (sync) return RunLocked(offset, entry, max, needCopied);
     }
 
     /// <inheritdoc/>
@@ -90,7 +94,8 @@ public sealed partial class Qcow2Driver
         {
             long pos = offset + done;
             int inOff = (int)(pos & (clusterSize - 1));
-            if (!TryLookup(pos, out var entry, out bool entered)) (entry, entered) = await LookupLockedAsync(pos).ConfigureAwait(false);
+            if (!TryLookup(pos, buffer.Length - done, needCopied: false, out var entry, out int run, out bool entered))
+                (entry, entered) = await LookupLockedAsync(pos).ConfigureAwait(false);
             int n = Math.Min(buffer.Length - done, clusterSize - inOff);
             var dst = buffer.Slice(done, n);
             try
@@ -98,7 +103,7 @@ public sealed partial class Qcow2Driver
                 switch (KindOf(entry))
                 {
                     case ClusterKind.Data:
-                        n = ContiguousRun(pos, entry, buffer.Length - done, needCopied: false);
+                        n = run > 0 ? run : ContiguousRun(pos, entry, buffer.Length - done, needCopied: false);
                         await ReadFileAsync((long)(entry & OffsetMask) + inOff, buffer.Slice(done, n)).ConfigureAwait(false);
                         break;
                     case ClusterKind.Compressed:
@@ -178,11 +183,10 @@ public sealed partial class Qcow2Driver
         {
             long pos = offset + done;
             int n;
-            if (TryLookup(pos, out var entry, out bool entered) && entered && KindOf(entry) == ClusterKind.Data && (entry & Copied) != 0)
+            if (TryLookup(pos, data.Length - done, needCopied: true, out var entry, out n, out bool entered) && entered && n > 0)
             {
                 try
                 {
-                    n = ContiguousRun(pos, entry, data.Length - done, needCopied: true);
                     await WriteFileAsync((long)(entry & OffsetMask) + (pos & (clusterSize - 1)), data.Slice(done, n)).ConfigureAwait(false);
                 }
                 finally
@@ -194,7 +198,8 @@ public sealed partial class Qcow2Driver
             {
                 if (entered) ExitData();
                 n = Math.Min(data.Length - done, clusterSize - (int)(pos & (clusterSize - 1)));
-                await AllocatingWriteAsync(pos, data.Slice(done, n)).ConfigureAwait(false);
+                // False: the cluster got allocated meanwhile (by this request's wait or another's): look again.
+                if (!await AllocatingWriteAsync(pos, data.Slice(done, n)).ConfigureAwait(false)) continue;
             }
             done += n;
         }
@@ -202,51 +207,132 @@ public sealed partial class Qcow2Driver
     }
 
     /// <summary>
-    /// A write into one cluster that is not a plain allocated one: the cluster gets a host cluster (a new one,
-    /// or its preallocated zero cluster), the data and the old contents around it (backing, zeroes, the
-    /// decompressed or shared old cluster) are written, then the L2 entry points to it; what it pointed to
-    /// before is released after that entry is on disk.
+    /// A write into one cluster that is not a plain allocated one, in three steps. Under the metadata lock:
+    /// a host cluster (a new one, or its preallocated zero cluster) and a writable L2 table (pinned) are got,
+    /// and the cluster is registered as being allocated (later writers to it wait; freeing waits, as for any
+    /// lock-free request). Without the lock: the data and the old contents around it (backing, zeroes, the
+    /// decompressed or shared old cluster) are written. Under the monitor only: the L2 entry is set. What the
+    /// entry pointed to before is released afterwards, once that entry is on disk. Returns false when the
+    /// cluster was allocated by someone else meanwhile (the caller looks it up again).
     /// </summary>
-    private async ValueTask AllocatingWriteAsync(long pos, ReadOnlyMemory<byte> chunk)
+    private async ValueTask<bool> AllocatingWriteAsync(long pos, ReadOnlyMemory<byte> chunk)
     {
+        long cluster = pos >> clusterBits;
+        int inOff = (int)(pos & (clusterSize - 1));
+        ulong old;
+        ClusterKind kind;
+        long host;
+        bool fresh, reuse;
+        Table table;
+        TaskCompletionSource done;
         await metaLock.WaitAsync().ConfigureAwait(false);
         try
         {
             await TouchHeaderAsync().ConfigureAwait(false);
-            ulong old = await EntryAsync(pos).ConfigureAwait(false);
-            var kind = KindOf(old);
-            int inOff = (int)(pos & (clusterSize - 1));
-            if (kind == ClusterKind.Data && (old & Copied) != 0)
+            old = await EntryAsync(pos).ConfigureAwait(false);
+            kind = KindOf(old);
+            if (kind == ClusterKind.Data && (old & Copied) != 0) return false;
+            Task? busy;
+            lock (sync) busy = allocating.TryGetValue(cluster, out var other) ? other.Task : null;
+            if (busy is not null)
             {
-                // Another request allocated it while this one waited for the lock.
-                await WriteFileAsync((long)(old & OffsetMask) + inOff, chunk).ConfigureAwait(false);
-                return;
-            }
-            bool reuse = kind == ClusterKind.Zero && (old & OffsetMask) != 0 && (old & Copied) != 0;
-            var (host, fresh) = reuse ? ((long)(old & OffsetMask), false) : await AllocateClusterAsync().ConfigureAwait(false);
-            bool readsZero = kind == ClusterKind.Zero || (kind == ClusterKind.Unallocated && Backing is null);
-            if ((inOff == 0 && chunk.Length == clusterSize) || (fresh && readsZero))
-            {
-                await WriteFileAsync(host + inOff, chunk).ConfigureAwait(false);
-            }
-            else
-            {
-                var buf = ArrayPool<byte>.Shared.Rent(clusterSize);
+                metaLock.Release();
                 try
                 {
-                    var cluster = buf.AsMemory(0, clusterSize);
-                    await OldContentsAsync(pos - inOff, old, kind, cluster).ConfigureAwait(false);
-                    chunk.CopyTo(cluster[inOff..]);
-                    await WriteFileAsync(host, cluster).ConfigureAwait(false);
+                    await busy.ConfigureAwait(false);
                 }
                 finally
                 {
-                    ArrayPool<byte>.Shared.Return(buf);
+                    await metaLock.WaitAsync().ConfigureAwait(false);
                 }
+                return false;
             }
-            var table = await WritableL2Async(pos).ConfigureAwait(false);
-            SetEntry(table, pos, (ulong)host | Copied);
-            if (!reuse && (kind == ClusterKind.Compressed || (old & OffsetMask) != 0)) await ReleaseAfterAsync(table, [old], discardFile: false).ConfigureAwait(false);
+            reuse = kind == ClusterKind.Zero && (old & OffsetMask) != 0 && (old & Copied) != 0;
+            (host, fresh) = reuse ? ((long)(old & OffsetMask), false) : await AllocateClusterAsync().ConfigureAwait(false);
+            table = await WritableL2Async(pos).ConfigureAwait(false);
+            done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            lock (sync)
+            {
+                table.Pins++;
+                allocating[cluster] = done;
+                Interlocked.Increment(ref inflight);
+            }
+        }
+        finally
+        {
+            metaLock.Release();
+        }
+        bool written = false;
+        try
+        {
+            await WriteNewClusterAsync(pos - inOff, old, kind, host, fresh, inOff, chunk).ConfigureAwait(false);
+            written = true;
+        }
+        finally
+        {
+            lock (sync)
+            {
+                if (written)
+                {
+                    table.Entries![(int)(cluster & (L2Entries - 1))] = (ulong)host | Copied;
+                    table.Dirty = true;
+                }
+                table.Pins--;
+                allocating.Remove(cluster);
+            }
+            ExitData();
+            done.SetResult();
+            if (!written && !reuse) await ForgetClusterAsync(host).ConfigureAwait(false);
+        }
+        if (!reuse && (kind == ClusterKind.Compressed || (old & OffsetMask) != 0))
+        {
+            await metaLock.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                await ReleaseAfterAsync(table, [old], discardFile: false).ConfigureAwait(false);
+            }
+            finally
+            {
+                metaLock.Release();
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Writes a newly allocated cluster: the data alone when the rest already reads right, else the whole cluster with its old contents around the data.</summary>
+    private async ValueTask WriteNewClusterAsync(long clusterStart, ulong old, ClusterKind kind, long host, bool fresh, int inOff, ReadOnlyMemory<byte> chunk)
+    {
+        bool readsZero = kind == ClusterKind.Zero || (kind == ClusterKind.Unallocated && Backing is null);
+        if ((inOff == 0 && chunk.Length == clusterSize) || (fresh && readsZero))
+        {
+            await WriteFileAsync(host + inOff, chunk).ConfigureAwait(false);
+            return;
+        }
+        var buf = ArrayPool<byte>.Shared.Rent(clusterSize);
+        try
+        {
+            var data = buf.AsMemory(0, clusterSize);
+            await OldContentsAsync(clusterStart, old, kind, data).ConfigureAwait(false);
+            chunk.CopyTo(data[inOff..]);
+            await WriteFileAsync(host, data).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buf);
+        }
+    }
+
+    /// <summary>Gives back a cluster allocated for a write that failed (nothing points to it); a failure here only leaks it.</summary>
+    private async ValueTask ForgetClusterAsync(long host)
+    {
+        await metaLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            await AddRefAsync(host >> clusterBits, -1).ConfigureAwait(false);
+        }
+        catch (IOException)
+        {
+            // Leaked: harmless, qemu-img check -r leaks reclaims it.
         }
         finally
         {

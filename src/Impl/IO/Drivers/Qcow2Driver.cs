@@ -46,6 +46,7 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
     private readonly Dictionary<long, Table> l2Cache = [];
     private readonly Dictionary<long, Table> refCache = [];
     private readonly HashSet<int> l1Dirty = [];
+    private readonly Dictionary<long, TaskCompletionSource> allocating = [];
     private Qcow2Header header = new();
     private ulong[] l1 = [];
     private ulong[] refTable = [];
@@ -64,6 +65,9 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
         public byte[]? Raw { get; init; }
         public bool Dirty { get; set; }
         public long LastUse { get; set; }
+
+        /// <summary>Allocating writes about to set an entry in this table: it must stay in the cache until they do.</summary>
+        public int Pins { get; set; }
     }
 
     /// <summary>What one cluster of the virtual disk is.</summary>
@@ -270,7 +274,7 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
         long l2Offset = (long)(l1[l1Index] & OffsetMask);
         if (l2Offset == 0) return true;
         if (!l2Cache.TryGetValue(l2Offset, out var t)) return false;
-        t.LastUse = ++useClock;
+        if (t.LastUse != useClock) t.LastUse = useClock; // only inserts advance the clock: lookups stay cheap
         entry = t.Entries![(int)((offset >> clusterBits) & (L2Entries - 1))];
         return true;
     }
@@ -306,7 +310,7 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
         Table? victim = null;
         lock (sync)
         {
-            if (cache.Count >= max) victim = cache.Values.MinBy(x => x.LastUse);
+            if (cache.Count >= max) victim = cache.Values.Where(x => x.Pins == 0).MinBy(x => x.LastUse);
         }
         if (victim is not null)
         {
@@ -337,10 +341,12 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
 
     private void ExitData()
     {
+        int left = Interlocked.Decrement(ref inflight);
+        Debug.Assert(left >= 0);
+        if (left != 0 || !Volatile.Read(ref draining)) return;
         lock (sync)
         {
-            Debug.Assert(inflight > 0);
-            if (--inflight == 0 && drained is { } d)
+            if (inflight == 0 && drained is { } d)
             {
                 drained = null;
                 d.TrySetResult();
@@ -353,8 +359,8 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
     {
         lock (sync)
         {
-            draining = true;
-            if (inflight == 0) return Task.CompletedTask;
+            Volatile.Write(ref draining, true);
+            if (Volatile.Read(ref inflight) == 0) return Task.CompletedTask;
             drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             return drained.Task;
         }
