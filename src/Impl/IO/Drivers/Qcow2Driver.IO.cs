@@ -233,7 +233,14 @@ public sealed partial class Qcow2Driver
             kind = KindOf(old);
             if (kind == ClusterKind.Data && (old & Copied) != 0) return false;
             Task? busy;
-            lock (sync) busy = allocating.TryGetValue(cluster, out var other) ? other.Task : null;
+            bool changed;
+            lock (sync)
+            {
+                // One look at both: an allocation finishing between them would otherwise be missed, and repeated.
+                busy = allocating.TryGetValue(cluster, out var other) ? other.Task : null;
+                changed = !TryEntry(pos, out var now) || now != old;
+            }
+            if (changed) return false;
             if (busy is not null)
             {
                 metaLock.Release();
@@ -303,8 +310,13 @@ public sealed partial class Qcow2Driver
     private async ValueTask WriteNewClusterAsync(long clusterStart, ulong old, ClusterKind kind, long host, bool fresh, int inOff, ReadOnlyMemory<byte> chunk)
     {
         bool readsZero = kind == ClusterKind.Zero || (kind == ClusterKind.Unallocated && Backing is null);
-        if ((inOff == 0 && chunk.Length == clusterSize) || (fresh && readsZero))
+        bool whole = inOff == 0 && chunk.Length == clusterSize;
+        if (whole || (fresh && readsZero))
         {
+            // A new cluster past the end of the file: extend the file over all of it first (QEMU's
+            // handle_alloc_space), so the writes that fill the rest of it do not each extend the file,
+            // which the kernel serialises (O_DIRECT extending writes above all).
+            if (!whole) await ExtendFileAsync(host).ConfigureAwait(false);
             await WriteFileAsync(host + inOff, chunk).ConfigureAwait(false);
             return;
         }
@@ -319,6 +331,22 @@ public sealed partial class Qcow2Driver
         finally
         {
             ArrayPool<byte>.Shared.Return(buf);
+        }
+    }
+
+    /// <summary>Makes the file reach the end of the new cluster at <paramref name="host"/> with zeroes (fallocate), when it does not yet.</summary>
+    private async ValueTask ExtendFileAsync(long host)
+    {
+        var file = FileNode;
+        long end = host + clusterSize;
+        if (file.Length >= end || !file.Driver.Grow(end)) return;
+        try
+        {
+            await file.WriteZeroesAsync(host, clusterSize).ConfigureAwait(false);
+        }
+        catch (IOException)
+        {
+            // Only an optimisation: the data write that follows extends the file by itself.
         }
     }
 
