@@ -126,7 +126,10 @@ public sealed partial class Qcow2Driver
     /// </summary>
     private async ValueTask GrowRefTableAsync(long needed)
     {
+        // The region's block range must be wholly free: past everything the file holds, and without a
+        // refcount block of its own (after a crash, clusters past the file's end may be counted).
         long block = (frontier + RefBlockEntries - 1) >> refBlockBits;
+        while (block < refTable.Length && refTable[block] != 0) block++;
         long entries = Math.Max(Math.Max(needed, block) + 1, refTable.Length * 2L);
         long tableClusters = (entries * 8 + clusterSize - 1) >> clusterBits;
         entries = tableClusters * (clusterSize / 8);
