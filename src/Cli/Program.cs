@@ -25,6 +25,8 @@ public static class Program
           bench [-c count] [-d depth] [-f fmt] [-n] [-i aio] [-o offset] [-s size] [-S step] [-t cache] [-w]
                 [--pattern P] [--flush-interval N] [--no-drain] [--image-opts] [-q] [-U] FILE
               qemu-img bench on Verified's engine: same flags, defaults, error texts, output and exit codes.
+          create [-q] [-f raw|qcow2] [-b backing_file -F backing_fmt] [-o cluster_size=N,...] FILE [SIZE]
+              qemu-img create for raw and qcow2 images: same flags, size suffixes, output and error texts.
           serve [--qmp stdio|unix:PATH]... [--blockdev JSON|K=V,...]... [--object ...] [--nbd-server ...]
                 [--export ...] [--chardev socket,path=PATH,server=on,wait=off,id=ID --monitor chardev=ID]
                 [--pidfile PATH] [--daemonize]
@@ -55,6 +57,7 @@ public static class Program
                 "campaign" => CampaignCommand.Run(args[1..]),
                 "replay" => CampaignCommand.Replay(args[1..]),
                 "bench" => Bench.BenchCommand.Run(args[1..]),
+                "create" => CreateCommand.Run(args[1..]),
                 "serve" => ServeCommand.Run(args[1..]),
                 "graph" => GraphCommand.Run(args[1..]),
                 _ => UsageError($"unknown command '{args[0]}'"),

@@ -114,6 +114,9 @@ public sealed record Graph(
     /// <summary>Faults armed on host files (<see cref="HostFaults"/>): the environment the graph opens files in.</summary>
     public ValueList<HostFault> Faults { get; init; } = ValueList<HostFault>.Empty;
 
+    /// <summary>The image format each known host file holds (<see cref="Images"/>); files not listed are taken as qcow2 images.</summary>
+    public ValueMap<string> ImageFormats { get; init; } = ValueMap<string>.Empty;
+
     /// <summary>The empty graph.</summary>
     public static readonly Graph Empty = new(ValueMap<Node>.Empty, ValueList<Edge>.Empty, ValueMap<Device>.Empty,
         ValueMap<Export>.Empty, ValueMap<Job>.Empty, ValueMap<QomObject>.Empty, false, 1);

@@ -55,6 +55,7 @@ public static class HostFaults
         5 => "Input/output error",
         28 => "No space left on device",
         13 => "Permission denied",
+        95 => "Operation not supported",
         _ => $"Unknown error {errno}",
     };
 }

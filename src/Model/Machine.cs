@@ -81,8 +81,19 @@ public static class Machine
     /// <summary>A node's length where the model predicts the node (elsewhere its idea of the length may be wrong).</summary>
     public static long? KnownLength(ModelState s, string node) => Data.Predictable(s, node) ? Data.Length(s, node) : null;
 
-    private static (ModelState, Reply) Finish(ModelState s, Transaction.Outcome o) =>
-        (s with { Graph = o.Graph, NameCounter = o.NameCounter }, o.Error is null ? Reply.Ok() : new Reply(null, o.Error));
+    /// <summary>
+    /// The transaction's outcome; a host file that became a qcow2 image (a snapshot-sync overlay) no longer
+    /// holds bytes the model predicts.
+    /// </summary>
+    private static (ModelState, Reply) Finish(ModelState s, Transaction.Outcome o)
+    {
+        var data = s.Data;
+        foreach (var (file, format) in ReferenceEquals(o.Graph.ImageFormats, s.Graph.ImageFormats) ? ValueMap<string>.Empty : o.Graph.ImageFormats)
+        {
+            if (format == Images.Qcow2 && data.Files.ContainsKey(file)) data = data with { Files = data.Files.Remove(file) };
+        }
+        return (s with { Graph = o.Graph, NameCounter = o.NameCounter, Data = data }, o.Error is null ? Reply.Ok() : new Reply(null, o.Error));
+    }
 
     private static (ModelState, Reply) Graphs(ModelState s, Result<Graph> r) =>
         r.Ok ? (s with { Graph = r.Get() }, Reply.Ok()) : (s, new Reply(null, r.Error));

@@ -55,6 +55,10 @@ public static class Operations
         if (file?.Ref is BlockdevRefInline && opened.Count == 1)
             tx = tx.On(tx.Graph.With(tx.Graph.Nodes[opened[0].Node] with { InheritsFrom = seq }));
 
+        // The format driver opens (and a qcow2 node reads its header) after its file child, before its backing child.
+        if (o.Driver == Images.Qcow2 && opened.Count == 1 && Images.Qcow2OpenError(tx.Graph, opened[0].Node) is { } headerErr)
+            return new(tx, name, headerErr);
+
         foreach (var c in o.Children)
         {
             if (c.Ref is null) continue; // backing: null

@@ -39,6 +39,9 @@ public static class Snapshots
         }
         if (s.Format != "qcow2")
             return new(tx, Results.Fail(BlockdevSchema.Get(s.Format) is null ? $"Unknown file format '{s.Format}'" : $"Backing file not supported for file format '{s.Format}'"));
+        // QEMU creates the overlay's image file first (absolute-paths mode): from now on it holds a qcow2 image.
+        // (Were the transaction to fail later, the file would stay qcow2 while this graph change is rolled back.)
+        if (s.Mode == "absolute-paths") tx = tx.On(tx.Graph with { ImageFormats = tx.Graph.ImageFormats.SetItem(s.SnapshotFile, Images.Qcow2) });
         var fileOpts = new BlockdevOptions("file", null, ValueMap<string>.Empty.SetItem("filename", System.Text.Json.JsonSerializer.Serialize(s.SnapshotFile)), ValueList<ChildOption>.Empty);
         var overlayOpts = new BlockdevOptions(s.Format, s.SnapshotNodeName, ValueMap<string>.Empty,
             ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(fileOpts))]));

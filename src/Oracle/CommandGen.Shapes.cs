@@ -32,7 +32,10 @@ public sealed partial class CommandGen
         var g = s.Graph;
         if (g.Nodes.Count == 0) return null;
         var quiet = g.Nodes.Keys.Where(n => g.ParentsOf(n).Any() && (Permissions.Cumulative(g, n).Perm & Perm.Write) == 0).ToList();
-        var x = quiet.Count > 0 && !Chance(4) ? One(quiet) : One(g.Nodes.Keys.ToList());
+        // A qcow2 overlay opens only over a node that reads as a qcow2 image: mostly such an X.
+        var opens = quiet.Where(n => Images.Qcow2OpenError(g, n) is null && !Images.HeaderReadCopiesUp(g, n)).ToList();
+        var x = opens.Count > 0 && !Chance(4) ? One(opens) : quiet.Count > 0 && !Chance(4) ? One(quiet) : One(g.Nodes.Keys.ToList());
+        if (Images.HeaderReadCopiesUp(g, x)) return null;
         BlockdevRef file = Chance(2) ? new BlockdevRefName(x)
             : new BlockdevRefInline(new BlockdevOptions("raw", null, ValueMap<string>.Empty, ValueList<ChildOption>.From([new("file", new BlockdevRefName(x))])));
         var overlay = FreshName(s);

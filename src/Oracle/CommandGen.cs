@@ -283,7 +283,7 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
                 children.Add(new("file", Child(s, depth)));
                 break;
             case "qcow2":
-                children.Add(new("file", Child(s, depth)));
+                children.Add(new("file", Qcow2File(s, depth)));
                 if (Chance(3)) children.Add(new("backing", Chance(4) ? null : Child(s, depth)));
                 break;
             case "raw":
@@ -309,6 +309,44 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
         }
         return new BlockdevOptions(driver, name, scalars, ValueList<ChildOption>.From(children));
     }
+
+    /// <summary>
+    /// A qcow2 node's file: mostly one that holds a qcow2 image (an existing node that reads as the qcow2 pool
+    /// file, or a new file node on it), so that qcow2 nodes open and their graphs get explored; otherwise any
+    /// child, which mostly fails with QEMU's "not in qcow2 format". Never one whose header read would copy data
+    /// up a backing chain through copy-on-read (<see cref="Images.HeaderReadCopiesUp"/>).
+    /// </summary>
+    private BlockdevRef Qcow2File(ModelState s, int depth)
+    {
+        var g = s.Graph;
+        BlockdevRef file;
+        if (Chance(4))
+        {
+            file = Child(s, depth);
+        }
+        else
+        {
+            var valid = g.Nodes.Keys.Where(n => g.Live(n) is not null && Images.Qcow2OpenError(g, n) is null).ToList();
+            file = valid.Count > 0 && Chance(2) ? new BlockdevRefName(One(valid)) : PoolFile(files[^1]); // the pool's last file holds a qcow2 image (Judge.PoolFormat)
+        }
+        return CopiesUp(g, file) ? PoolFile(files[^1]) : file;
+    }
+
+    private static BlockdevRefInline PoolFile(string name) =>
+        new(new BlockdevOptions("file", null, ValueMap<string>.Empty.SetItem("filename", JsonSerializer.Serialize(name)), ValueList<ChildOption>.Empty));
+
+    /// <summary>Whether a qcow2 node over <paramref name="r"/> might read its header through copy-on-read above a backing chain (inline trees judged conservatively).</summary>
+    private static bool CopiesUp(Graph g, BlockdevRef? r) => r switch
+    {
+        BlockdevRefName n => g.Find(n.Name) is not null && Images.HeaderReadCopiesUp(g, n.Name),
+        BlockdevRefInline i => (i.Options.Driver == "copy-on-read" && i.Options.Child("file")?.Ref switch
+        {
+            BlockdevRefName f => g.ChildEdge(f.Name, "backing") is not null,
+            BlockdevRefInline f => f.Options.Child("backing")?.Ref is not null,
+            _ => false,
+        }) || i.Options.Children.Any(c => CopiesUp(g, c.Ref)),
+        _ => false,
+    };
 
     private static readonly string[] DriverPool = ["null-co", "file", "raw", "qcow2", "throttle", "compress", "copy-on-read", "preallocate",
         "copy-before-write", "snapshot-access", "blkdebug"];

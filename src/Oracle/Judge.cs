@@ -48,17 +48,34 @@ public sealed class Judge : IDisposable
         dir = Directory.CreateTempSubdirectory("verified-judge-").FullName;
         foreach (var f in Files)
         {
+            if (PoolFormat(f) == Images.Qcow2)
+            {
+                Verified.Impl.Formats.Qcow2Image.Create(Path.Combine(dir, f), PoolFileSize);
+                continue;
+            }
             using var s = File.Create(Path.Combine(dir, f));
             s.SetLength(PoolFileSize);
         }
         Impl = new BlockEngine(new EngineServices { Storage = new HostStorage { BaseDirectory = dir }, Mutation = mutation });
+        // The model knows every pool file's format; it predicts the bytes of the raw ones only (a qcow2 file's are metadata).
+        var formats = Files.Aggregate(ValueMap<string>.Empty, (m, f) => m.SetItem(f, PoolFormat(f)));
         Model = ModelState.Initial with
         {
-            Data = DataState.Empty with { Files = DataState.NoFiles.AddRange(Files.Select(f => KeyValuePair.Create(f, FileData.Zeroed(PoolFileSize)))) },
+            Graph = ModelState.Initial.Graph with { ImageFormats = formats },
+            Data = DataState.Empty with
+            {
+                Files = DataState.NoFiles.AddRange(Files.Where(f => PoolFormat(f) != Images.Qcow2).Select(f => KeyValuePair.Create(f, FileData.Zeroed(PoolFileSize)))),
+            },
         };
         modelText = Canonical.Of(Model);
         implText = Canonical.Of(Impl);
     }
+
+    /// <summary>
+    /// The format of pool file <paramref name="name"/>: the last one holds an empty qcow2 image of
+    /// <see cref="PoolFileSize"/> bytes (so qcow2 nodes over it open, as they would in QEMU), the others are raw.
+    /// </summary>
+    public static string PoolFormat(string name) => name == CommandGen.DefaultFiles[^1] ? Images.Qcow2 : "raw";
 
     /// <summary>The pool's image files, as commands name them (relative to the judge's folder).</summary>
     public IReadOnlyList<string> Files { get; } = CommandGen.DefaultFiles;

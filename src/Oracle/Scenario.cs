@@ -58,7 +58,7 @@ public static class Scenario
         foreach (var c in comments)
             foreach (var line in c.Split('\n')) sb.Append("# ").AppendLine(line);
         foreach (var f in CommandGen.DefaultFiles)
-            sb.AppendLine($"{{\"run\": [\"qemu-img\", \"create\", \"-f\", \"raw\", \"@TMP@/{f}\", \"{Judge.PoolFileSize}\"]}}");
+            sb.AppendLine($"{{\"run\": [\"qemu-img\", \"create\", \"-f\", \"{Judge.PoolFormat(f)}\", \"@TMP@/{f}\", \"{Judge.PoolFileSize}\"]}}");
         foreach (var c in steps) sb.AppendLine(Relocate(Line(c), f => "@TMP@/" + f));
         return sb.ToString();
     }

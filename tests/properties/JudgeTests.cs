@@ -127,7 +127,7 @@ public class DataJudgeTests
             Qmp("""{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"tgt","filename":"FILE"}}""", j.Files[1]),
             Qmp("""{"execute":"blockdev-add","arguments":{"driver":"copy-before-write","node-name":"cbw","file":"src","target":"tgt"}}""", ""),
             Qmp("""{"execute":"blockdev-add","arguments":{"driver":"null-co","node-name":"zero","size":1048576,"read-zeroes":true}}""", ""),
-            Qmp("""{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"tgt2","filename":"FILE"}}""", j.Files[2]),
+            Qmp("""{"execute":"blockdev-add","arguments":{"driver":"file","node-name":"tgt2","filename":"FILE"}}""", j.Files[0]),
             Qmp("""{"execute":"blockdev-add","arguments":{"driver":"copy-before-write","node-name":"cbw2","file":"zero","target":"tgt2"}}""", ""));
         Assert.False(Verified.Model.Data.Predictable(j.Model, "cbw"));
         Assert.True(Verified.Model.Data.Predictable(j.Model, "cbw2"));

@@ -160,7 +160,9 @@ public sealed partial class BlockEngine
             // Created before the transaction may fail, and left behind if it does, as QEMU 7.2 leaves it.
             try
             {
-                Formats.Qcow2Image.Create(Services.Storage.Resolve(s.SnapshotFile), top.Length, BackingName(top), top.DriverName);
+                // external_snapshot_prepare names the old top by its file name (bdrv_refresh_filename), json: or plain.
+                var backingName = FileNamesOf(top, new(ReferenceEqualityComparer.Instance)).Filename;
+                Formats.Qcow2Image.Create(Services.Storage.Resolve(s.SnapshotFile), top.Length, backingName, top.DriverName);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -185,16 +187,6 @@ public sealed partial class BlockEngine
             if (overlay.RefCount == 0) Delete(overlay);
         });
         return null;
-    }
-
-    /// <summary>The name an overlay records for its backing node: the image file below it, as QEMU's bs->filename.</summary>
-    private static string BackingName(BlockNode n)
-    {
-        for (var x = n; x is not null; x = x.Child("file")?.Node)
-        {
-            if (x.DriverName == "file") return x.Str("filename")!;
-        }
-        return $"{n.DriverName}://";
     }
 
     private QmpError? AppendOverlay(UndoLog tran, BlockNode top, BlockNode overlay)

@@ -50,9 +50,18 @@ public sealed partial class BlockEngine
         tran.Add(abort: () => { nodes.Remove(name); node.Deleted = true; });
         if (preFile is not null && preFileInline) SetInheritsFrom(tran, preFile, node);
 
+        bool formatOpened = false;
         foreach (var c in o.Children)
         {
             if (c.Ref is null) continue;
+            if (c.Key != "file" && !formatOpened && driver.ReadsImageAtOpen)
+            {
+                // As bdrv_open_common: the format driver reads its image (qcow2's header) before the backing child opens.
+                formatOpened = true;
+                var formatErr = driver.OpenFormat(Services);
+                tran.Add(abort: driver.Close);
+                if (formatErr is not null) return (null, formatErr);
+            }
             BlockNode child;
             if (c.Key == "file" && preFile is not null) child = preFile;
             else
@@ -67,8 +76,9 @@ public sealed partial class BlockEngine
         }
         var check = OpenChecks(tran, node);
         if (check is not null) return (null, check);
-        var openErr = driver.Open(Services);
-        tran.Add(abort: driver.Close);
+        var openErr = formatOpened ? null : driver.OpenFormat(Services);
+        openErr ??= driver.Open(Services);
+        if (!formatOpened) tran.Add(abort: driver.Close);
         return openErr is null ? (node, null) : (null, openErr);
     }
 
@@ -219,6 +229,7 @@ public sealed partial class BlockEngine
             bottom.RefCount--;
             if (bottom.RefCount == 0) Delete(bottom);
         }
+        node.Driver.Closing();
         for (int i = node.ChildList.Count - 1; i >= 0; i--) DetachAndRelease(node.ChildList[i]);
         node.Driver.Close();
         node.Deleted = true;

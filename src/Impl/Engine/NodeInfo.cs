@@ -75,7 +75,7 @@ public sealed partial class BlockEngine
         if (n.Driver is IFormatFacts facts && facts.HeaderBackingFile is { } header)
         {
             o["backing-filename"] = header;
-            if (FullBackingName(n, header, memo) is var full && full != header) o["full-backing-filename"] = full;
+            o["full-backing-filename"] = FullBackingName(n, header, memo);
             if (facts.HeaderBackingFormat is { } fmt) o["backing-filename-format"] = fmt;
         }
         if (!flat && n.Child("backing") is { } b) o["backing-image"] = ImageInfo(b.Node, flat, memo);
@@ -103,7 +103,10 @@ public sealed partial class BlockEngine
         long sum = 0;
         foreach (var c in n.Children)
         {
-            if ((c.Role & (Role.Data | Role.Metadata | Role.Filtered)) != 0 && AllocatedSize(c.Node) is { } s) sum += s;
+            if ((c.Role & (Role.Data | Role.Metadata | Role.Filtered)) == 0) continue;
+            // One child that cannot tell makes the sum unknown (bdrv_sum_allocated_file_size returns its error).
+            if (AllocatedSize(c.Node) is not { } s) return null;
+            sum += s;
         }
         return sum;
     }
@@ -114,7 +117,7 @@ public sealed partial class BlockEngine
         var all = n.BitmapList.Select(b => (b.Stamp, Json: new JsonObject
         {
             ["name"] = b.Name, ["count"] = b.Bits?.DirtyBytes ?? 0, ["granularity"] = b.Granularity,
-            ["recording"] = b.Enabled, ["busy"] = false, ["persistent"] = b.Persistent,
+            ["recording"] = b.Enabled, ["busy"] = BitmapBusy(n, b.Name), ["persistent"] = b.Persistent,
         })).ToList();
         var holders = nodes.Values.Select(x => x.Driver).OfType<IHiddenBitmaps>().Concat(jobs.Values.OfType<IHiddenBitmaps>());
         foreach (var hb in holders.SelectMany(h => h.HiddenBitmaps).Where(x => ReferenceEquals(x.On, n)))

@@ -20,42 +20,90 @@ public static class Qcow2Image
     /// <summary>Refcount width exponent (16-bit refcounts, QEMU's default).</summary>
     public const int RefcountOrder = 4;
 
-    /// <summary>The v3 header length without the compression-type field.</summary>
-    private const int HeaderLength = 104;
+    /// <summary>The v3 header length qemu-img writes: with the compression-type byte, padded to 8.</summary>
+    private const int HeaderLength = 112;
+
+    /// <summary>Header extension: the feature name table.</summary>
+    private const uint ExtFeatureTable = 0x6803f857;
+
+    /// <summary>Images with clusters of at most this many bytes get no feature table.</summary>
+    private const int FeatureTableClusterMin = 4096;
+
+    /// <summary>One feature table entry: type, bit, and a 46-byte name.</summary>
+    private const int FeatureEntryBytes = 48;
+
+    /// <summary>The feature names qemu-img records in every new image (type: 0 incompatible, 1 compatible, 2 autoclear).</summary>
+    private static readonly (byte Type, byte Bit, string Name)[] FeatureNames =
+    [
+        (0, 0, "dirty bit"), (0, 1, "corrupt bit"), (0, 2, "external data file"), (0, 3, "compression type"),
+        (0, 4, "extended L2 entries"), (1, 0, "lazy refcounts"), (2, 0, "bitmaps"), (2, 1, "raw external data"),
+    ];
 
     /// <summary>Header extension: backing file format name.</summary>
     private const uint ExtBackingFormat = 0xE2792ACA;
 
+    /// <summary>Longest backing file name (QEMU's 1023 bytes).</summary>
+    public const int BackingNameMax = 1023;
+
     /// <summary>Largest virtual size accepted (QEMU's limit for 64 KiB clusters is far beyond; this keeps tables small).</summary>
     public const long SizeMax = 1L << 44;
 
-    /// <summary>Creates (or truncates) <paramref name="path"/> as an empty qcow2 image of <paramref name="size"/> bytes.</summary>
-    public static void Create(string path, long size, string? backingFile = null, string? backingFormat = null)
+    /// <summary>
+    /// Creates (or truncates) <paramref name="path"/> as an empty qcow2 image of <paramref name="size"/> bytes
+    /// with clusters of 2^<paramref name="clusterBits"/> bytes (9 … 21).
+    /// </summary>
+    public static void Create(string path, long size, string? backingFile = null, string? backingFormat = null, int clusterBits = ClusterBits)
     {
         ArgumentNullException.ThrowIfNull(path);
+        var image = Layout(size, backingFile, backingFormat, clusterBits);
+        using var f = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.ReadWrite);
+        f.Write(image);
+        f.Flush(flushToDisk: true);
+    }
+
+    /// <summary>The bytes of a new empty image (header, refcount table, refcount blocks, L1 table), for <see cref="Create"/>.</summary>
+    public static byte[] Layout(long size, string? backingFile, string? backingFormat, int clusterBits)
+    {
         ArgumentOutOfRangeException.ThrowIfNegative(size);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(size, SizeMax);
+        ArgumentOutOfRangeException.ThrowIfLessThan(clusterBits, Qcow2Header.ClusterBitsMin);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(clusterBits, Qcow2Header.ClusterBitsMax);
         size = (size + 511) & ~511L; // qemu-img rounds sizes up to whole sectors
-        int cluster = 1 << ClusterBits;
+        int cluster = 1 << clusterBits;
         long l2Coverage = (long)cluster / 8 * cluster;
-        int l1Size = (int)((size + l2Coverage - 1) / l2Coverage);
-        int l1Clusters = Math.Max(1, (l1Size * 8 + cluster - 1) / cluster);
-        int clusters = 3 + l1Clusters;
-        if (clusters > cluster / 2) throw new ArgumentOutOfRangeException(nameof(size), "image too large for one refcount block");
+        long l1Size = (size + l2Coverage - 1) / l2Coverage;
+        if (l1Size * 8 > Qcow2Header.L1BytesMax) throw new ArgumentOutOfRangeException(nameof(size), "image too large for this cluster size");
+        long l1Clusters = Math.Max(1, (l1Size * 8 + cluster - 1) / cluster);
+        long perBlock = (long)cluster * 8 / (1 << RefcountOrder);
+        long blocks = 1, tableClusters = 1;
+        for (int i = 0; i < 8; i++)
+        {
+            // A fixed point: the refcount structures count themselves too.
+            long metadata = 1 + tableClusters + blocks + l1Clusters;
+            blocks = (metadata + perBlock - 1) / perBlock;
+            tableClusters = Math.Max(1, (blocks * 8 + cluster - 1) / cluster);
+        }
+        long clusters = 1 + tableClusters + blocks + l1Clusters;
+        if (clusters > blocks * perBlock || clusters * cluster > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(size), "image metadata too large");
+        long tableAt = 1, blocksAt = 1 + tableClusters, l1At = blocksAt + blocks;
 
-        var image = new byte[(long)clusters * cluster];
+        var image = new byte[clusters * cluster];
         var h = image.AsSpan();
         BinaryPrimitives.WriteUInt32BigEndian(h[0..], Magic);
         BinaryPrimitives.WriteUInt32BigEndian(h[4..], 3);
-        BinaryPrimitives.WriteUInt32BigEndian(h[20..], ClusterBits);
+        BinaryPrimitives.WriteUInt32BigEndian(h[20..], (uint)clusterBits);
         BinaryPrimitives.WriteUInt64BigEndian(h[24..], (ulong)size);
         BinaryPrimitives.WriteUInt32BigEndian(h[32..], 0); // no encryption
         BinaryPrimitives.WriteUInt32BigEndian(h[36..], (uint)l1Size);
-        BinaryPrimitives.WriteUInt64BigEndian(h[40..], 3UL * (uint)cluster);
-        BinaryPrimitives.WriteUInt64BigEndian(h[48..], 1UL * (uint)cluster);
-        BinaryPrimitives.WriteUInt32BigEndian(h[56..], 1);
+        BinaryPrimitives.WriteUInt64BigEndian(h[40..], (ulong)(l1At * cluster));
+        BinaryPrimitives.WriteUInt64BigEndian(h[48..], (ulong)(tableAt * cluster));
+        BinaryPrimitives.WriteUInt32BigEndian(h[56..], (uint)tableClusters);
         BinaryPrimitives.WriteUInt32BigEndian(h[96..], RefcountOrder);
         BinaryPrimitives.WriteUInt32BigEndian(h[100..], HeaderLength);
+        for (long b = 0; b < blocks; b++)
+            BinaryPrimitives.WriteUInt64BigEndian(h[(int)(tableAt * cluster + b * 8)..], (ulong)((blocksAt + b) * cluster));
+        for (long c = 0; c < clusters; c++)
+            BinaryPrimitives.WriteUInt16BigEndian(h[(int)(blocksAt * cluster + c * 2)..], 1);
 
         int pos = HeaderLength;
         if (backingFormat is not null)
@@ -66,21 +114,30 @@ public static class Qcow2Image
             fmt.CopyTo(h[(pos + 8)..]);
             pos += 8 + ((fmt.Length + 7) & ~7);
         }
+        // qemu-img leaves the feature table out of images with small clusters (measured: 4 KiB and below).
+        if (cluster > FeatureTableClusterMin)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(h[pos..], ExtFeatureTable);
+            BinaryPrimitives.WriteUInt32BigEndian(h[(pos + 4)..], (uint)(FeatureNames.Length * FeatureEntryBytes));
+            pos += 8;
+            foreach (var (type, bit, featureName) in FeatureNames)
+            {
+                h[pos] = type;
+                h[pos + 1] = bit;
+                Encoding.ASCII.GetBytes(featureName).CopyTo(h[(pos + 2)..]);
+                pos += FeatureEntryBytes;
+            }
+        }
         pos += 8; // end-of-extensions marker: type 0, length 0 (already zero)
         if (backingFile is not null)
         {
             var name = Encoding.UTF8.GetBytes(backingFile);
-            if (pos + name.Length > cluster) throw new ArgumentException("backing file name too long", nameof(backingFile));
+            if (pos + name.Length > cluster || name.Length > BackingNameMax) throw new ArgumentException("backing file name too long", nameof(backingFile));
             BinaryPrimitives.WriteUInt64BigEndian(h[8..], (ulong)pos);
             BinaryPrimitives.WriteUInt32BigEndian(h[16..], (uint)name.Length);
             name.CopyTo(h[pos..]);
         }
-        // Refcount table entry 0 -> refcount block in cluster 2, which counts every metadata cluster once.
-        BinaryPrimitives.WriteUInt64BigEndian(h[cluster..], 2UL * (uint)cluster);
-        for (int c = 0; c < clusters; c++) BinaryPrimitives.WriteUInt16BigEndian(h[(2 * cluster + 2 * c)..], 1);
-
-        using var f = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.ReadWrite);
-        f.Write(image);
-        f.Flush(flushToDisk: true);
+        // qemu-img's file ends where the L1 table's entries end.
+        return l1Size == 0 ? image : image[..(int)(l1At * cluster + l1Size * 8)];
     }
 }

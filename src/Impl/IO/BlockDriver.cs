@@ -57,6 +57,8 @@ public static class Errnos
     public const int ENOSPC = 28;
     /// <summary>Operation not supported.</summary>
     public const int ENOTSUP = 95;
+    /// <summary>File too large (a qcow2 refcount table that cannot grow).</summary>
+    public const int EFBIG = 27;
     /// <summary>Timed out.</summary>
     public const int ETIMEDOUT = 110;
 
@@ -134,6 +136,22 @@ public abstract class BlockDriver
     /// </summary>
     protected internal virtual QmpError? Open(EngineServices services) => null;
 
+    /// <summary>
+    /// Called when the node is deleted, before its children are detached: a driver with cached state
+    /// (qcow2's metadata) writes it while its children are still there.
+    /// </summary>
+    protected internal virtual void Closing() { }
+
+    /// <summary>
+    /// A format driver reads its image through its attached <c>file</c> child here (qcow2's header and
+    /// tables), before any other child opens, as QEMU's driver open precedes the backing child's. Returns
+    /// QEMU's error text on failure; <see cref="Close"/> releases whatever it acquired.
+    /// </summary>
+    protected internal virtual QmpError? OpenFormat(EngineServices services) => null;
+
+    /// <summary>True for format drivers whose <see cref="OpenFormat"/> reads the image (it then runs before the other children open).</summary>
+    protected internal virtual bool ReadsImageAtOpen => false;
+
     /// <summary>Releases the node's resources (files opened, group membership).</summary>
     protected internal virtual void Close() { }
 
@@ -180,6 +198,12 @@ public abstract class BlockDriver
         Rules.PermRules.IsFilter(Node.DriverName) && Primary is { } c && c.Node.Length == Length
             ? c.Node.StatusAsync(offset, length)
             : ValueTask.FromResult(new RangeStatus(length, Hole: false, Zero: false));
+
+    /// <summary>
+    /// Lets writes reach up to <paramref name="length"/> bytes (a format node growing its image file, as QEMU's
+    /// block layer lets a parent holding the resize permission write past the end). False if this driver cannot grow.
+    /// </summary>
+    protected internal virtual bool Grow(long length) => false;
 
     /// <summary>The child that I/O passes to by default (file, or blkdebug's image).</summary>
     protected BdrvChild? Primary => Node.Child("file") ?? Node.Child("image");

@@ -46,6 +46,16 @@ public sealed class HostStorage
     /// <summary>Disarms every fault.</summary>
     public void Clear() => faults.Clear();
 
+    /// <summary>
+    /// Consulted for every operation no armed fault fails: returns an errno to fail it with, or 0. Tests use it
+    /// to fail everything after the n-th write, which leaves a file as a process killed at that point would.
+    /// </summary>
+    public Func<string, HostOp, int>? Injector { get; init; }
+
     /// <summary>The errno <paramref name="op"/> on <paramref name="filename"/> fails with, or 0.</summary>
-    public int Fault(string filename, HostOp op) => faults.IsEmpty ? 0 : faults.GetValueOrDefault((filename, op));
+    public int Fault(string filename, HostOp op)
+    {
+        int armed = faults.IsEmpty ? 0 : faults.GetValueOrDefault((filename, op));
+        return armed != 0 || Injector is null ? armed : Injector(filename, op);
+    }
 }

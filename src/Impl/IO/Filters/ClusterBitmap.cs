@@ -1,6 +1,6 @@
 namespace Verified.Impl.IO;
 
-/// <summary>Implemented by drivers whose data is allocated in clusters (qcow2 will): copy-before-write copies in units of at least this size.</summary>
+/// <summary>Implemented by drivers whose data is allocated in clusters (qcow2): copy-before-write copies in units of at least this size.</summary>
 public interface IClusterSized
 {
     /// <summary>The cluster size in bytes (a power of two).</summary>

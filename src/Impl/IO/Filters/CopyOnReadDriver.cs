@@ -4,7 +4,7 @@ using Verified.Vocabulary;
 namespace Verified.Impl.IO;
 
 /// <summary>
-/// Implemented by format drivers that know which ranges their own layer holds (qcow2 will):
+/// Implemented by format drivers that know which ranges their own layer holds (qcow2):
 /// QEMU's <c>bdrv_is_allocated</c> for one layer.
 /// </summary>
 public interface IAllocationStatus
@@ -31,12 +31,11 @@ public interface IAllocationStatus
 /// or when there is no <c>bottom</c>.
 /// </para>
 /// <para>
-/// Allocation comes from <see cref="IAllocationStatus"/>. No driver implements it yet (no format node has
-/// landed: a qcow2 node still forwards to its file), so today a top layer with a backing child counts as
-/// holding nothing (every read is copied up: the same bytes written back, harmless), and a layer without
-/// the interface below it counts as holding everything (so, as QEMU does when the query fails, the data is
-/// copied). Once qcow2 implements <see cref="IAllocationStatus"/>, only unallocated ranges are copied
-/// and <c>bottom</c> stops the copy at the right layer, with no change here.
+/// Allocation comes from <see cref="IAllocationStatus"/> (qcow2 implements it): only ranges the top does
+/// not hold are copied, and <c>bottom</c> stops the copy at the right layer. A top layer without the
+/// interface counts as holding nothing (every read is copied up: the same bytes written back, harmless),
+/// and a layer below without it as holding everything (so, as QEMU does when the query fails, the data is
+/// copied).
 /// </para>
 /// <para>
 /// A copy-on-read is a serialising request, as in QEMU: it waits for overlapping writes through this

@@ -1,0 +1,98 @@
+using Verified.Vocabulary;
+
+namespace Verified.Model;
+
+/// <summary>
+/// Image formats on host files, and what a qcow2 node finds when it opens: QEMU's qcow2 driver reads
+/// the header at offset 0 of its <c>file</c> child, through whatever stack that child is, and refuses
+/// anything without qcow2's magic. The model knows each pool file's format (<see cref="Graph.ImageFormats"/>);
+/// a file it does not know (scenarios name files the model never saw) is taken to hold a qcow2 image.
+/// </summary>
+/// <remarks>
+/// Pool files are never written through a qcow2 node in a campaign (qcow2 stacks are unpredictable, so
+/// no I/O goes to them), and a qcow2 pool file is never predictable either, so its header stays intact.
+/// </remarks>
+public static class Images
+{
+    /// <summary>The format name of a qcow2 image.</summary>
+    public const string Qcow2 = "qcow2";
+
+    /// <summary>QEMU's error for a file child without the qcow2 magic.</summary>
+    public const string NotQcow2 = "Image is not in qcow2 format";
+
+    /// <summary>errno of a read the node cannot serve.</summary>
+    private const int ENOTSUP = 95;
+
+    /// <summary>What the header read finds.</summary>
+    private enum Header { Qcow2, Other, ReadFault }
+
+    /// <summary>The error a qcow2 node over <paramref name="file"/> fails to open with, or null.</summary>
+    public static QmpError? Qcow2OpenError(Graph g, string file)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        var (header, errno) = At(g, file, 0);
+        return header switch
+        {
+            Header.Qcow2 => null,
+            Header.ReadFault => Results.Fail($"Could not read qcow2 header: {HostFaults.ErrnoText(errno)}"),
+            _ => Results.Fail(NotQcow2),
+        };
+    }
+
+    /// <summary>
+    /// Follows a read of offset <paramref name="offset"/> of <paramref name="node"/> down to the bytes that answer
+    /// it: a host file (qcow2 only at offset 0 of a qcow2 file), null-co (zeroes), or an unwritten qcow2 layer
+    /// (its backing child, else zeroes). Filters pass through; raw shifts by its offset; snapshot-access reads
+    /// its source (no cluster 0 of a qcow2 stack is ever copied: copies need a predictable source).
+    /// </summary>
+    private static (Header, int Errno) At(Graph g, string node, long offset)
+    {
+        var n = g.Nodes[node];
+        string? Child(string name) => g.ChildEdge(node, name)?.Child;
+        switch (n.Driver)
+        {
+            case "file":
+                var name = n.Str("filename") ?? "";
+                if (HostFaults.Of(g, name, "read") is var errno and not 0) return (Header.ReadFault, errno);
+                bool qcow2 = !g.ImageFormats.TryGetValue(name, out var format) || format == Qcow2;
+                return (qcow2 && offset == 0 ? Header.Qcow2 : Header.Other, 0);
+            case "null-co" or "null-aio":
+                return (Header.Other, 0);
+            case "raw":
+                long shift = n.Options.TryGetValue("offset", out var o) ? long.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;
+                return At(g, Child("file")!, offset + shift);
+            case Qcow2:
+                return Child("backing") is { } backing ? At(g, backing, offset) : (Header.Other, 0);
+            case "snapshot-access":
+                // Only copy-before-write serves snapshot reads; over anything else they fail "Operation not supported".
+                var cbw = Child("file")!;
+                return g.Nodes[cbw].Driver == "copy-before-write" ? At(g, g.ChildEdge(cbw, "file")!.Child, offset) : (Header.ReadFault, ENOTSUP);
+            default:
+                return (Child("file") ?? Child("image")) is { } below ? At(g, below, offset) : (Header.Other, 0);
+        }
+    }
+
+    /// <summary>
+    /// True when opening a qcow2 node over <paramref name="file"/> would read through a copy-on-read filter
+    /// above a backing chain: that read copies data up into the chain (the header lands in a qcow2 layer), which
+    /// the model does not track. Generators avoid it.
+    /// </summary>
+    public static bool HeaderReadCopiesUp(Graph g, string file)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        for (var node = file; node is not null;)
+        {
+            var n = g.Nodes[node];
+            var below = n.Driver switch
+            {
+                "snapshot-access" => g.ChildEdge(g.ChildEdge(node, "file")!.Child, "file")?.Child is { } src && g.Nodes[g.ChildEdge(node, "file")!.Child].Driver == "copy-before-write" ? src : null,
+                Qcow2 => g.ChildEdge(node, "backing")?.Child,
+                _ => (g.ChildEdge(node, "file") ?? g.ChildEdge(node, "image"))?.Child,
+            };
+            if (n.Driver == "copy-on-read" && below is not null && g.ChildEdge(below, "backing") is not null) return true;
+            if (n.Driver is "file" or "null-co" or "null-aio") return false;
+            node = below;
+        }
+        return false;
+    }
+}
