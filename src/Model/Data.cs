@@ -25,6 +25,9 @@ public sealed record FileData(long Size, ImmutableSortedDictionary<long, byte> S
 /// </summary>
 public sealed record DataState(ImmutableDictionary<string, FileData> Files, ImmutableDictionary<long, ImmutableSortedSet<long>> Copied)
 {
+    /// <summary>Sizes of host files whose bytes the model does not predict (a qcow2 pool file, a backup target after an unpredictable copy).</summary>
+    public ImmutableDictionary<string, long> OpaqueSizes { get; init; } = ImmutableDictionary<string, long>.Empty;
+
     /// <summary>No files known, nothing copied.</summary>
     public static readonly DataState Empty = new(NoFiles, ImmutableDictionary<long, ImmutableSortedSet<long>>.Empty);
 
@@ -78,6 +81,40 @@ public static class Data
                 return Child(g, n, "file") is { } cbw && Child(g, g.Nodes[cbw], "file") is { } src ? Length(s, src) : null;
             default:
                 return Primary(g, n) is { } p && Predictable(s, node) ? Length(s, p) : null;
+        }
+    }
+
+    /// <summary>
+    /// A node's size in bytes where the model knows it, whether or not it predicts the node's data (what
+    /// size checks need): a file's, including one whose bytes are opaque; a filter's or snapshot-access's,
+    /// its child's; raw's, by its offset and size. Null for a qcow2 layer (its header's virtual size),
+    /// preallocate without predictable data (its end moves with what it writes), and files never seen.
+    /// </summary>
+    public static long? Size(ModelState s, string node)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        var g = s.Graph;
+        if (g.Find(node) is not { } n) return null;
+        switch (n.Driver)
+        {
+            case "file":
+                var name = n.Str("filename") ?? "";
+                long? size = s.Data.Files.TryGetValue(name, out var f) ? f.Size : s.Data.OpaqueSizes.TryGetValue(name, out var o) ? o : null;
+                return (size + Sector - 1) / Sector * Sector;
+            case "raw":
+                long off = RawOffset(n);
+                if (n.Options.TryGetValue("size", out var rs)) return long.Parse(rs, System.Globalization.CultureInfo.InvariantCulture);
+                return Child(g, n, "file") is { } c ? Size(s, c) - off : null;
+            case "qcow2":
+                return null;
+            case "preallocate":
+                return Length(s, node);
+            case "null-co" or "null-aio":
+                return Length(s, node);
+            case "snapshot-access":
+                return Child(g, n, "file") is { } below ? Size(s, below) : null;
+            default:
+                return Primary(g, n) is { } p ? Size(s, p) : null;
         }
     }
 

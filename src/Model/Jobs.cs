@@ -151,7 +151,11 @@ public static class BlockJobs
             bool bytesKnown = Data.Predictable(s, cbw.Name);
             // Where the bytes are unknown (a null-co source without read-zeroes) the copy still meets the
             // host faults in order; the target's file then holds bytes the model does not know.
-            if (Data.Length(s, s.Graph.ChildEdge(cbw.Name, "file")!.Child) is not null) (s, errno) = Data.CopyAll(s, cbw);
+            var source = s.Graph.ChildEdge(cbw.Name, "file")!.Child;
+            if (ReadsRefused(s.Graph, source)) errno = ENOTSUP;
+            // The copy needs both ends' bytes traced (an earlier job may have left the target's file unknown).
+            else if (Data.Length(s, source) is not null && s.Graph.ChildEdge(cbw.Name, "target") is { } tg && Data.Length(s, tg.Child) is not null)
+                (s, errno) = Data.CopyAll(s, cbw);
             else bytesKnown = false;
             if (!bytesKnown && s.Graph.ChildEdge(cbw.Name, "target") is { } t) s = Forget(s, t.Child);
             if (errno != 0) s = Finalize(With(s, job with { Status = JobStatus.Aborting }), job with { Status = JobStatus.Aborting }).Get();
@@ -161,12 +165,30 @@ public static class BlockJobs
         return s;
     }
 
+    /// <summary>errno of a read snapshot-access cannot serve (its file is not copy-before-write).</summary>
+    private const int ENOTSUP = 95;
+
+    /// <summary>Whether reads of <paramref name="node"/> reach a snapshot-access node over anything but copy-before-write: they fail, so the copy does.</summary>
+    private static bool ReadsRefused(Graph g, string node)
+    {
+        for (var n = g.Find(node); n is not null; n = g.Find(g.ChildEdge(n.Name, "file")?.Child ?? g.ChildEdge(n.Name, "image")?.Child ?? ""))
+        {
+            if (n.Driver == "snapshot-access") return g.ChildEdge(n.Name, "file") is { } c && g.Nodes[c.Child].Driver != "copy-before-write";
+        }
+        return false;
+    }
+
     /// <summary>What the model can no longer predict: the host file under <paramref name="node"/> got bytes it does not know.</summary>
     private static ModelState Forget(ModelState s, string node)
     {
         for (var n = s.Graph.Find(node); n is not null; n = s.Graph.Find(s.Graph.ChildEdge(n.Name, "file")?.Child ?? ""))
         {
-            if (n.Driver == "file" && n.Str("filename") is { } f) return s with { Data = s.Data with { Files = s.Data.Files.Remove(f) } };
+            if (n.Driver == "file" && n.Str("filename") is { } f)
+            {
+                // The bytes become unknown; the file keeps its size (a backup writes within it).
+                var opaque = s.Data.Files.TryGetValue(f, out var known) ? s.Data.OpaqueSizes.SetItem(f, known.Size) : s.Data.OpaqueSizes;
+                return s with { Data = s.Data with { Files = s.Data.Files.Remove(f), OpaqueSizes = opaque } };
+            }
         }
         return s;
     }

@@ -28,9 +28,9 @@ public static class Machine
         switch (c)
         {
             case Vocabulary.Transaction t:
-                return Finish(s, Transaction.Run(g, s.NameCounter, t.Actions, grouped: t.CompletionMode == "grouped", lengths: n => KnownLength(s, n)));
+                return Finish(s, Transaction.Run(g, s.NameCounter, t.Actions, grouped: t.CompletionMode == "grouped", lengths: n => Data.Size(s, n)));
             case Vocabulary.Jobs.BlockdevBackup:
-                return Finish(s, Transaction.Run(g, s.NameCounter, [c], lengths: n => KnownLength(s, n)));
+                return Finish(s, Transaction.Run(g, s.NameCounter, [c], lengths: n => Data.Size(s, n)));
             case Vocabulary.Jobs.JobCommand j:
                 var verb = BlockJobs.Verb(s, j);
                 return verb.Ok ? (verb.Get(), Reply.Ok()) : (s, new Reply(null, verb.Error));
@@ -78,7 +78,7 @@ public static class Machine
         return err is not null ? (s, new Reply(null, err)) : Apply(s, cmd!);
     }
 
-    /// <summary>A node's length where the model predicts the node (elsewhere its idea of the length may be wrong).</summary>
+    /// <summary>A node's length where the model predicts the node (generators pick backup pairs by it).</summary>
     public static long? KnownLength(ModelState s, string node) => Data.Predictable(s, node) ? Data.Length(s, node) : null;
 
     /// <summary>

@@ -65,6 +65,10 @@ public sealed class Judge : IDisposable
             Data = DataState.Empty with
             {
                 Files = DataState.NoFiles.AddRange(Files.Where(f => PoolFormat(f) != Images.Qcow2).Select(f => KeyValuePair.Create(f, FileData.Zeroed(PoolFileSize)))),
+            } with
+            {
+                // A qcow2 pool file's bytes are metadata the model does not follow, but its size is known.
+                OpaqueSizes = Files.Where(f => PoolFormat(f) == Images.Qcow2).ToImmutableDictionary(f => f, f => new FileInfo(Path.Combine(dir, f)).Length),
             },
         };
         modelText = Canonical.Of(Model);
