@@ -87,6 +87,9 @@ public sealed record Job(string Id, string Type, long Seq)
     /// <summary>The rate limit reported.</summary>
     public long Speed { get; init; }
 
+    /// <summary>The source's size when the job was created (its filter copies that many bytes), or null if the model did not know it.</summary>
+    public long? Length { get; init; }
+
     /// <summary>Cancelled by the user.</summary>
     public bool Cancelled { get; init; }
 

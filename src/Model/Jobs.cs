@@ -51,6 +51,7 @@ public static class BlockJobs
         var job = new Job(id, "backup", seq)
         {
             Status = JobStatus.Running, Sync = b.Sync, AutoFinalize = b.AutoFinalize, AutoDismiss = b.AutoDismiss, Speed = b.Speed ?? 0, Filter = cbw,
+            Length = length(b.Device),
         };
         // block_job_create: the main node edge (the filter now has a parent and takes more below), then the speed.
         var r = Refreshed(tx.On(AttachJobEdge(g2 with { Jobs = g2.Jobs.SetItem(id, job) }, id, "main node", cbw)), [cbw]);
@@ -153,6 +154,13 @@ public static class BlockJobs
             // host faults in order; the target's file then holds bytes the model does not know.
             var source = s.Graph.ChildEdge(cbw.Name, "file")!.Child;
             if (ReadsRefused(s.Graph, source)) errno = ENOTSUP;
+            else if (job.Length is { } start && (Smaller(s, source, start) || s.Graph.ChildEdge(cbw.Name, "target") is { } tgt0 && Smaller(s, tgt0.Child, start)))
+            {
+                // The source or the target shrank under the job (a child replaced): the copy reads or writes past
+                // its end and fails, after copying what lay before; the model stops predicting the target's bytes.
+                errno = EINVAL;
+                bytesKnown = false;
+            }
             // The copy needs both ends' bytes traced (an earlier job may have left the target's file unknown).
             else if (Data.Length(s, source) is not null && s.Graph.ChildEdge(cbw.Name, "target") is { } tg && Data.Length(s, tg.Child) is not null)
                 (s, errno) = Data.CopyAll(s, cbw);
@@ -167,6 +175,12 @@ public static class BlockJobs
 
     /// <summary>errno of a read snapshot-access cannot serve (its file is not copy-before-write).</summary>
     private const int ENOTSUP = 95;
+
+    /// <summary>Whether <paramref name="node"/> is now known to be shorter than <paramref name="length"/> bytes.</summary>
+    private static bool Smaller(ModelState s, string node, long length) => Data.Size(s, node) is { } now && now < length;
+
+    /// <summary>errno of a read past a node's end.</summary>
+    private const int EINVAL = 22;
 
     /// <summary>Whether reads of <paramref name="node"/> reach a snapshot-access node over anything but copy-before-write: they fail, so the copy does.</summary>
     private static bool ReadsRefused(Graph g, string node)
