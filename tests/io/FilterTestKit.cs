@@ -90,15 +90,6 @@ public sealed class FakeClock : IClock
     }
 }
 
-/// <summary>Skips a test when the driver named is registered (the test covers the time before it lands).</summary>
-public sealed class FactWithoutDriverAttribute : FactAttribute
-{
-    public FactWithoutDriverAttribute(string driver)
-    {
-        if (DriverRegistry.Names.Contains(driver)) Skip = $"driver '{driver}' has landed; this test covers the fallback before it";
-    }
-}
-
 public static class FilterKit
 {
     public const long Second = 1_000_000_000L;
