@@ -88,7 +88,7 @@ public static class Data
     /// A node's size in bytes where the model knows it, whether or not it predicts the node's data (what
     /// size checks need): a file's, including one whose bytes are opaque; a filter's or snapshot-access's,
     /// its child's; raw's, by its offset and size. Null for a qcow2 layer (its header's virtual size),
-    /// preallocate without predictable data (its end moves with what it writes), and files never seen.
+    /// preallocate where the model does not predict it, and files never seen.
     /// </summary>
     public static long? Size(ModelState s, string node)
     {
@@ -108,7 +108,12 @@ public static class Data
             case "qcow2":
                 return null;
             case "preallocate":
-                return Length(s, node);
+                // QEMU's data_end: taken from the child when a parent gains write and resize, kept (even across a
+                // child replacement) while one holds them, followed by the writes. Without such a parent the
+                // length is the child's; with one, the model knows it only where it predicts the node.
+                if (Predictable(s, node)) return Length(s, node);
+                bool held = g.Edges.Any(e => e.Child == node && (e.Perm & (Perm.Write | Perm.Resize)) == (Perm.Write | Perm.Resize));
+                return !held && Primary(g, n) is { } pa ? Size(s, pa) : null;
             case "null-co" or "null-aio":
                 return Length(s, node);
             case "snapshot-access":

@@ -166,11 +166,43 @@ public static class BlockJobs
                 (s, errno) = Data.CopyAll(s, cbw);
             else bytesKnown = false;
             if (!bytesKnown && s.Graph.ChildEdge(cbw.Name, "target") is { } t) s = Forget(s, t.Child);
+            // The copy starts with cluster 0: over a qcow2 image's file it replaces the header with the source's.
+            if (!ReadsRefused(s.Graph, source) && job.Length is > 0 && s.Graph.ChildEdge(cbw.Name, "target") is { } tgt1
+                && FileAtStart(s.Graph, tgt1.Child) is { } overwritten && s.Graph.ImageFormats.GetOr(overwritten, Images.Qcow2) == Images.Qcow2)
+            {
+                bool qcow2Copied = FileAtStart(s.Graph, source) is { } from && s.Graph.ImageFormats.GetOr(from, Images.Qcow2) == Images.Qcow2;
+                s = s with { Graph = s.Graph with { ImageFormats = s.Graph.ImageFormats.SetItem(overwritten, qcow2Copied ? Images.Qcow2 : RawFormat) } };
+            }
             if (errno != 0) s = Finalize(With(s, job with { Status = JobStatus.Aborting }), job with { Status = JobStatus.Aborting }).Get();
             else if (!job.AutoFinalize) s = With(s, job with { Status = JobStatus.Pending });
             else s = Finalize(s, job with { Status = JobStatus.Pending }).Get();
         }
         return s;
+    }
+
+    /// <summary>The format a file gets when a copy puts anything but a qcow2 header at its start.</summary>
+    private const string RawFormat = "raw";
+
+    /// <summary>The host file that byte 0 of <paramref name="node"/> lands on (through filters and raw without offset), or null.</summary>
+    private static string? FileAtStart(Graph g, string node)
+    {
+        for (var n = g.Find(node); n is not null;)
+        {
+            switch (n.Driver)
+            {
+                case "file":
+                    return n.Str("filename");
+                case "raw" when n.Options.GetOr("offset", "0") == "0":
+                    n = g.Find(g.ChildEdge(n.Name, "file")?.Child ?? "");
+                    break;
+                case "throttle" or "copy-on-read" or "preallocate" or "blkdebug" or "compress" or "copy-before-write":
+                    n = g.Find(g.ChildEdge(n.Name, "file")?.Child ?? g.ChildEdge(n.Name, "image")?.Child ?? "");
+                    break;
+                default:
+                    return null;
+            }
+        }
+        return null;
     }
 
     /// <summary>errno of a read snapshot-access cannot serve (its file is not copy-before-write).</summary>

@@ -357,11 +357,28 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
         return new BlockdevRefInline(Options(s, Chance(3) ? One(NodeNames) + "c" : null, depth + 1));
     }
 
+    /// <summary>Every node at or below a job's filter.</summary>
+    private static HashSet<string> UnderJobs(Graph g)
+    {
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var todo = new Stack<string>(g.Jobs.Values.Select(j => j.Filter).OfType<string>());
+        while (todo.Count > 0)
+        {
+            var n = todo.Pop();
+            if (!seen.Add(n)) continue;
+            foreach (var e in g.Edges.Where(e => e.Parent is NodeParent p && p.Node == n)) todo.Push(e.Child);
+        }
+        return seen;
+    }
+
     private BlockdevReplace Replace(ModelState s)
     {
         var g = s.Graph;
         var newChild = ExistingOr(s, "nosuch");
-        var edges = g.Edges.ToList();
+        // Not inside a job's subtree: a child swapped under a waiting backup changes what its copy reads and
+        // writes (lengths, qcow2 layers, headers) in ways the model does not follow.
+        var underJobs = UnderJobs(g);
+        var edges = g.Edges.Where(e => e.Parent is not NodeParent np || !underJobs.Contains(np.Node)).ToList();
         if (edges.Count == 0 || Chance(15)) return new BlockdevReplace(new ReplaceDriverParent(ExistingOr(s, "nosuch"), "file"), newChild);
         var e = One(edges);
         ReplaceParent parent = e.Parent switch
