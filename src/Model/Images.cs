@@ -27,10 +27,10 @@ public static class Images
     private enum Header { Qcow2, Other, ReadFault }
 
     /// <summary>The error a qcow2 node over <paramref name="file"/> fails to open with, or null.</summary>
-    public static QmpError? Qcow2OpenError(Graph g, string file)
+    public static QmpError? Qcow2OpenError(Graph g, string file, Func<long, long, bool>? copied = null)
     {
         ArgumentNullException.ThrowIfNull(g);
-        var (header, errno) = At(g, file, 0);
+        var (header, errno) = At(g, file, 0, copied ?? ((_, _) => false));
         return header switch
         {
             Header.Qcow2 => null,
@@ -45,7 +45,7 @@ public static class Images
     /// (its backing child, else zeroes). Filters pass through; raw shifts by its offset; snapshot-access reads
     /// its source (no cluster 0 of a qcow2 stack is ever copied: copies need a predictable source).
     /// </summary>
-    private static (Header, int Errno) At(Graph g, string node, long offset)
+    private static (Header, int Errno) At(Graph g, string node, long offset, Func<long, long, bool> copied)
     {
         var n = g.Nodes[node];
         string? Child(string name) => g.ChildEdge(node, name)?.Child;
@@ -60,15 +60,18 @@ public static class Images
                 return (Header.Other, 0);
             case "raw":
                 long shift = n.Options.TryGetValue("offset", out var o) ? long.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;
-                return At(g, Child("file")!, offset + shift);
+                return At(g, Child("file")!, offset + shift, copied);
             case Qcow2:
-                return Child("backing") is { } backing ? At(g, backing, offset) : (Header.Other, 0);
+                return Child("backing") is { } backing ? At(g, backing, offset, copied) : (Header.Other, 0);
             case "snapshot-access":
                 // Only copy-before-write serves snapshot reads; over anything else they fail "Operation not supported".
                 var cbw = Child("file")!;
-                return g.Nodes[cbw].Driver == "copy-before-write" ? At(g, g.ChildEdge(cbw, "file")!.Child, offset) : (Header.ReadFault, ENOTSUP);
+                if (g.Nodes[cbw].Driver != "copy-before-write") return (Header.ReadFault, ENOTSUP);
+                // A cluster copy-before-write has copied reads from its target.
+                bool inTarget = copied(g.Nodes[cbw].Seq, offset / (Data.CbwClusterSectors * Data.Sector));
+                return At(g, g.ChildEdge(cbw, inTarget ? "target" : "file")!.Child, offset, copied);
             default:
-                return (Child("file") ?? Child("image")) is { } below ? At(g, below, offset) : (Header.Other, 0);
+                return (Child("file") ?? Child("image")) is { } below ? At(g, below, offset, copied) : (Header.Other, 0);
         }
     }
 

@@ -164,7 +164,17 @@ public static class BlockJobs
             // The copy needs both ends' bytes traced (an earlier job may have left the target's file unknown).
             else if (Data.Length(s, source) is not null && s.Graph.ChildEdge(cbw.Name, "target") is { } tg && Data.Length(s, tg.Child) is not null)
                 (s, errno) = Data.CopyAll(s, cbw);
-            else bytesKnown = false;
+            else
+            {
+                bytesKnown = false;
+                // Not traced, the copy still starts at cluster 0: a fault armed on the file it reads or writes first fails it.
+                if (job.Length is > 0)
+                {
+                    errno = FileAtStart(s.Graph, source) is { } rf && HostFaults.Of(s.Graph, rf, "read") is var re and not 0 ? re
+                        : s.Graph.ChildEdge(cbw.Name, "target") is { } tf && FileAtStart(s.Graph, tf.Child) is { } wf && HostFaults.Of(s.Graph, wf, "write") is var we and not 0 ? we
+                        : 0;
+                }
+            }
             if (!bytesKnown && s.Graph.ChildEdge(cbw.Name, "target") is { } t) s = Forget(s, t.Child);
             // The copy starts with cluster 0: over a qcow2 image's file it replaces the header with the source's.
             if (!ReadsRefused(s.Graph, source) && job.Length is > 0 && s.Graph.ChildEdge(cbw.Name, "target") is { } tgt1

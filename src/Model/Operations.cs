@@ -56,7 +56,7 @@ public static class Operations
             tx = tx.On(tx.Graph.With(tx.Graph.Nodes[opened[0].Node] with { InheritsFrom = seq }));
 
         // The format driver opens (and a qcow2 node reads its header) after its file child, before its backing child.
-        if (o.Driver == Images.Qcow2 && opened.Count == 1 && Images.Qcow2OpenError(tx.Graph, opened[0].Node) is { } headerErr)
+        if (o.Driver == Images.Qcow2 && opened.Count == 1 && Images.Qcow2OpenError(tx.Graph, opened[0].Node, tx.Copied) is { } headerErr)
             return new(tx, name, headerErr);
 
         foreach (var c in o.Children)

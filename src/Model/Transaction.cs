@@ -27,11 +27,11 @@ public static class Transaction
     /// only backup actions support it.
     /// </remarks>
     public static Outcome Run(Graph g, long nameCounter, IReadOnlyList<Command> actions, bool refreshEveryAction = false, bool grouped = false,
-        Func<string, long?>? lengths = null)
+        Func<string, long?>? lengths = null, Func<long, long, bool>? copied = null)
     {
         ArgumentNullException.ThrowIfNull(g);
         ArgumentNullException.ThrowIfNull(actions);
-        var tx = Tx.Begin(g, nameCounter) with { Lengths = lengths ?? (_ => null) };
+        var tx = Tx.Begin(g, nameCounter) with { Lengths = lengths ?? (_ => null), Copied = copied ?? ((_, _) => false) };
         foreach (var action in actions)
         {
             if (!tx.RefreshList.IsEmpty && (refreshEveryAction || !IsGraphAction(action)))

@@ -36,6 +36,9 @@ public sealed record Tx(Graph Graph, ImmutableList<string> RefreshList, long Nam
     /// <summary>What the transaction knows of node lengths (blockdev-backup's size check); null when unknown.</summary>
     public Func<string, long?> Lengths { get; init; } = _ => null;
 
+    /// <summary>Whether copy-before-write node (by creation stamp) has copied cluster N (data, outside the graph).</summary>
+    public Func<long, long, bool> Copied { get; init; } = (_, _) => false;
+
     /// <summary>A transaction starting on <paramref name="g"/>.</summary>
     public static Tx Begin(Graph g, long nameCounter) => new(g, [], nameCounter, [], []) { Start = g };
 
