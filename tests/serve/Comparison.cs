@@ -60,6 +60,7 @@ public static partial class Comparison
             compared++;
             var cmd = step["execute"]!.GetValue<string>();
             Dictionary<string, string>? sa = null, sb = null;
+            var (firstA, firstB) = (ca.Events.Count, cb.Events.Count);
             foreach (var (c, p) in new[] { (ca, a), (cb, b) })
             {
                 try
@@ -84,6 +85,18 @@ public static partial class Comparison
             {
                 foreach (var (k, v) in Observe(ca, a)) sa![k] = v;
                 foreach (var (k, v) in Observe(cb, b)) sb![k] = v;
+                // Events the command caused after its reply (a job finishing in the background) belong to it too:
+                // wait until neither peer has received one for two polls.
+                for (int quiet = 0, seen = -1; quiet < 2 && DateTime.UtcNow < deadline; Thread.Sleep(SettlePollMs))
+                {
+                    ca.Execute("query-version");
+                    cb.Execute("query-version");
+                    int now = ca.Events.Count + cb.Events.Count;
+                    quiet = now == seen ? quiet + 1 : 0;
+                    seen = now;
+                }
+                sa!["events"] = StepEvents(ca, a, firstA);
+                sb!["events"] = StepEvents(cb, b, firstB);
             }
             foreach (var (key, va) in sa!)
             {
@@ -142,6 +155,10 @@ public static partial class Comparison
 
     private static string Norm(Peer p, string s) => AutoNameRegex().Replace(s.Replace(p.TmpDir, "@TMP@", StringComparison.Ordinal), "#blockN");
 
+    /// <summary>The events a client saw since <paramref name="first"/>, as comparable text (DEVICE_DELETED aside: compared at the end).</summary>
+    private static string StepEvents(QmpClient c, Peer p, int first) =>
+        Norm(p, string.Join(" ", c.Events.Skip(first).Select(EventText).Where(e => !e.StartsWith("DEVICE_DELETED", StringComparison.Ordinal))));
+
     /// <summary>What a client sees of one command on one peer, as comparable strings.</summary>
     private static Dictionary<string, string> See(QmpClient c, Peer p, string cmd, JsonNode? args)
     {
@@ -154,7 +171,7 @@ public static partial class Comparison
         {
             // The reply's bytes, except the command list, where Verified implements fewer commands than QEMU.
             ["outcome"] = cmd is "query-commands" ? (line.StartsWith("{\"return\"", StringComparison.Ordinal) ? "ok" : Norm(p, line)) : Norm(p, line),
-            ["events"] = Norm(p, string.Join(" ", c.Events.Skip(firstEvent).Select(EventText).Where(e => !e.StartsWith("DEVICE_DELETED", StringComparison.Ordinal)))),
+            ["events"] = StepEvents(c, p, firstEvent),
         };
         foreach (var (k, v) in Observe(c, p)) seen[k] = v;
         return seen;
