@@ -314,4 +314,11 @@ public static class Data
     private static string? Child(Graph g, Node n, string name) => g.ChildEdge(n.Name, name)?.Child;
 
     private static string? Primary(Graph g, Node n) => Child(g, n, "file") ?? Child(g, n, "image");
+
+    /// <summary><paramref name="node"/> and the nodes below it through file (or blkdebug's image) children, top first.</summary>
+    public static IEnumerable<Node> DownPrimary(Graph g, string node)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        for (var n = g.Find(node); n is not null; n = Primary(g, n) is { } below ? g.Find(below) : null) yield return n;
+    }
 }

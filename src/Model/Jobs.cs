@@ -225,14 +225,9 @@ public static class BlockJobs
     private const int EINVAL = 22;
 
     /// <summary>Whether reads of <paramref name="node"/> reach a snapshot-access node over anything but copy-before-write: they fail, so the copy does.</summary>
-    private static bool ReadsRefused(Graph g, string node)
-    {
-        for (var n = g.Find(node); n is not null; n = g.Find(g.ChildEdge(n.Name, "file")?.Child ?? g.ChildEdge(n.Name, "image")?.Child ?? ""))
-        {
-            if (n.Driver == "snapshot-access") return g.ChildEdge(n.Name, "file") is { } c && g.Nodes[c.Child].Driver != "copy-before-write";
-        }
-        return false;
-    }
+    private static bool ReadsRefused(Graph g, string node) =>
+        Data.DownPrimary(g, node).FirstOrDefault(n => n.Driver == "snapshot-access") is { } sa
+        && g.ChildEdge(sa.Name, "file") is { } c && g.Nodes[c.Child].Driver != "copy-before-write";
 
     /// <summary>What the model can no longer predict: the host file under <paramref name="node"/> got bytes it does not know.</summary>
     private static ModelState Forget(ModelState s, string node)

@@ -72,12 +72,5 @@ public sealed partial class CommandGen
     }
 
     /// <summary>Whether reads of <paramref name="node"/> pass a preallocate node (through file and image children).</summary>
-    private static bool OverPreallocate(Graph g, string node)
-    {
-        for (var n = g.Find(node); n is not null; n = g.Find(g.ChildEdge(n.Name, "file")?.Child ?? g.ChildEdge(n.Name, "image")?.Child ?? ""))
-        {
-            if (n.Driver == "preallocate") return true;
-        }
-        return false;
-    }
+    private static bool OverPreallocate(Graph g, string node) => Data.DownPrimary(g, node).Any(n => n.Driver == "preallocate");
 }

@@ -98,7 +98,8 @@ public sealed partial class BlockEngine
     {
         if (n.Driver is IAllocatedSize a) return a.AllocatedBytes;
         if (n.DriverName is "null-co" or "null-aio") return 0;
-        if (PermRules.IsProtocol(n.DriverName) && !PermRules.IsFilter(n.DriverName) || n.DriverName == "blkdebug") return null;
+        // A protocol driver without an answer of its own (blkdebug): QEMU's -ENOTSUP, no actual-size.
+        if (PermRules.IsProtocol(n.DriverName)) return null;
         if (PermRules.IsFilter(n.DriverName)) return Filtered(n) is { } f ? AllocatedSize(f) : null;
         long sum = 0;
         foreach (var c in n.Children)
