@@ -104,18 +104,15 @@ public static class Drivers
     /// <summary>
     /// copy-before-write: the target is written, never resized; the source is read for copying and
     /// others may not write it except through the filter. Strict scheme (the series, default): always;
-    /// upstream scheme: only while the filter has a parent.
+    /// upstream scheme (QEMU 7.2): only while the filter has a parent, reading only when that parent writes.
     /// </summary>
     private static (Perm, Perm) CbwRule(Graph g, Node parent, Edge edge, Perm p, Perm s)
     {
         if ((edge.Role & Role.Filtered) == 0) return (Perm.Write, Perm.All & ~Perm.Resize);
         bool strict = parent.Str("x-perm-scheme") != "upstream";
-        if (strict || g.ParentsOf(parent.Name).Any())
-        {
-            p |= Perm.ConsistentRead;
-            s &= ~(Perm.Write | Perm.Resize);
-        }
-        return (p, s);
+        if (!strict && !g.ParentsOf(parent.Name).Any()) return (p, s);
+        bool reads = strict || (p & Perm.Write) != 0;
+        return (reads ? p | Perm.ConsistentRead : p, s & ~(Perm.Write | Perm.Resize));
     }
 
     private static Perm PermList(Node n, string key)

@@ -58,8 +58,11 @@ internal static class PermRules
             case "copy-before-write" when c.Name == "target":
                 return (W, ALL & ~RS);
             case "copy-before-write":
-                bool strict = parent.Str("x-perm-scheme") != "upstream";
-                return strict || parent.ParentList.Count > 0 ? (perm | CR, shared & ~(W | RS)) : (perm, shared);
+                // Strict (the series): always read the source and keep others from writing it. Upstream 7.2:
+                // only while the filter has a parent, and reads only when that parent writes.
+                if (parent.Str("x-perm-scheme") != "upstream") return (perm | CR, shared & ~(W | RS));
+                if (parent.ParentList.Count == 0) return (perm, shared);
+                return ((perm & W) != 0 ? perm | CR : perm, shared & ~(W | RS));
             case "blkdebug":
                 return (perm | Bits(parent, "take-child-perms"), shared & ~Bits(parent, "unshare-child-perms"));
             case "preallocate":

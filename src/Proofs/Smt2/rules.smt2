@@ -62,10 +62,11 @@
 (define-fun cbw-target-shared ((p Perm) (s Perm)) Perm (without ALL RS))
 
 ; copy-before-write's source (file). Strict scheme (the series): always reads it and lets nobody
-; else write or resize it. Upstream: only while the filter has a parent (hp).
+; else write or resize it. Upstream (7.2): only while the filter has a parent (hp), and it reads only
+; when that parent writes.
 (define-fun cbw-strict-perm ((p Perm) (s Perm)) Perm (bvor p CR))
 (define-fun cbw-strict-shared ((p Perm) (s Perm)) Perm (without s (bvor W RS)))
-(define-fun cbw-upstream-perm ((p Perm) (s Perm) (hp Bool)) Perm (ite hp (bvor p CR) p))
+(define-fun cbw-upstream-perm ((p Perm) (s Perm) (hp Bool)) Perm (ite (and hp (has p W)) (bvor p CR) p))
 (define-fun cbw-upstream-shared ((p Perm) (s Perm) (hp Bool)) Perm (ite hp (without s (bvor W RS)) s))
 
 ; Root parents with fixed perms.
