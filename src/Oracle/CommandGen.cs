@@ -143,7 +143,7 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
 
     /// <summary>Devices and exports whose stack the model predicts, with their root edges.</summary>
     private static List<(string Id, ReplaceParent Parent, Edge Edge)> Roots(ModelState s) =>
-        [.. Attached(s.Graph).Where(r => Data.Predictable(s, r.Edge.Child) && Data.Length(s, r.Edge.Child) is > 0)];
+        [.. Attached(s.Graph).Where(r => IoStep.Predictable(s, r.Edge))];
 
     /// <summary>Block devices and exports that sit on a node: their id, how x-blockdev-replace names them, their root edge.</summary>
     private static IEnumerable<(string Id, ReplaceParent Parent, Edge Edge)> Attached(Graph g) =>

@@ -31,13 +31,30 @@ public sealed record IoStep(string Root, bool IsWrite, long Offset, int Length, 
             o["length"]!.GetValue<int>(), (byte)o["pattern"]!.GetValue<int>());
     }
 
+    /// <summary>
+    /// Whether the model predicts I/O through <paramref name="root"/>'s stack (the generator makes I/O steps
+    /// only there; a shrunk sequence can leave one on a stack an earlier step no longer makes predictable).
+    /// </summary>
+    public static bool Predictable(ModelState s, Edge root)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        ArgumentNullException.ThrowIfNull(root);
+        return Data.Predictable(s, root.Child) && Data.Length(s, root.Child) is > 0;
+    }
+
+    /// <summary>The root edge of the device or export this step goes through, or null.</summary>
+    public Edge? RootEdge(Graph g)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        return g.Devices.ContainsKey(Root) ? g.RootEdge(new Model.DeviceParent(Root))
+            : g.Exports.ContainsKey(Root) ? g.RootEdge(new Model.ExportParent(Root)) : null;
+    }
+
     /// <summary>What the model predicts: the next state, the errno (0 for success) and, for reads, the bytes per sector.</summary>
     public (ModelState State, int Errno, byte?[]? Data) Predict(ModelState s)
     {
         ArgumentNullException.ThrowIfNull(s);
-        var g = s.Graph;
-        Edge? root = g.Devices.ContainsKey(Root) ? g.RootEdge(new Model.DeviceParent(Root))
-            : g.Exports.ContainsKey(Root) ? g.RootEdge(new Model.ExportParent(Root)) : null;
+        var root = RootEdge(s.Graph);
         if (root is null) return (s, Errnos.EIO, null);
         if (IsWrite && (root.Perm & Perm.Write) == 0) return (s, Data.EPERM, null);
         var length = Data.Length(s, root.Child);

@@ -118,6 +118,11 @@ public sealed class Judge : IDisposable
     {
         switch (c)
         {
+            case IoStep io when io.RootEdge(Model.Graph) is { } edge && !IoStep.Predictable(Model, edge):
+                // Outside what the model predicts (only a shrunk sequence gets here): neither engine runs it,
+                // so shrinking cannot drift onto a difference the model never claimed to know.
+                LastReply = Reply.Ok();
+                return null;
             case IoStep io:
                 var predicted = io.Predict(Model);
                 Model = predicted.State;
