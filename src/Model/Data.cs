@@ -25,6 +25,16 @@ public sealed record FileData(long Size, ImmutableSortedDictionary<long, byte> S
 /// </summary>
 public sealed record DataState(ImmutableDictionary<string, FileData> Files, ImmutableDictionary<long, ImmutableSortedSet<long>> Copied)
 {
+    /// <summary>
+    /// Per copy-before-write node, the clusters a guest write has gone through (QEMU's <c>done_bitmap</c>):
+    /// snapshot-access reads these from the target. A backup job's own copies are not among them, so
+    /// snapshot reads of those clusters still come from the source (block/copy-before-write.c).
+    /// </summary>
+    public ImmutableDictionary<long, ImmutableSortedSet<long>> Done { get; init; } = ImmutableDictionary<long, ImmutableSortedSet<long>>.Empty;
+
+    /// <summary>Whether a guest write has gone through cluster <paramref name="cluster"/> of the copy-before-write node stamped <paramref name="seq"/>.</summary>
+    public bool IsDone(long seq, long cluster) => Done.TryGetValue(seq, out var set) && set.Contains(cluster);
+
     /// <summary>Sizes of host files whose bytes the model does not predict (a qcow2 pool file, a backup target after an unpredictable copy).</summary>
     public ImmutableDictionary<string, long> OpaqueSizes { get; init; } = ImmutableDictionary<string, long>.Empty;
 
@@ -211,8 +221,7 @@ public static class Data
                     break;
                 case "snapshot-access":
                     var cbw = g.Nodes[Child(g, n, "file")!];
-                    bool copied = s.Data.Copied.TryGetValue(cbw.Seq, out var set) && set.Contains(sector / CbwClusterSectors);
-                    node = Child(g, cbw, copied ? "target" : "file")!;
+                    node = Child(g, cbw, s.Data.IsDone(cbw.Seq, sector / CbwClusterSectors) ? "target" : "file")!;
                     break;
                 case "copy-before-write":
                     node = Child(g, n, "file")!;
@@ -269,8 +278,13 @@ public static class Data
     {
         int count = data.Length;
         var source = Child(s.Graph, cbw, "file")!;
-        var (copiedState, copyErr) = CopyClusters(s, cbw, sector / CbwClusterSectors, (sector + count - 1) / CbwClusterSectors);
-        return copyErr != 0 ? (copiedState, copyErr) : Write(copiedState, source, sector, data);
+        long first = sector / CbwClusterSectors, last = (sector + count - 1) / CbwClusterSectors;
+        var (copiedState, copyErr) = CopyClusters(s, cbw, first, last);
+        if (copyErr != 0) return (copiedState, copyErr);
+        var done = copiedState.Data.Done.GetValueOrDefault(cbw.Seq, ImmutableSortedSet<long>.Empty);
+        for (long c = first; c <= last; c++) done = done.Add(c);
+        copiedState = copiedState with { Data = copiedState.Data with { Done = copiedState.Data.Done.SetItem(cbw.Seq, done) } };
+        return Write(copiedState, source, sector, data);
     }
 
     /// <summary>

@@ -67,7 +67,7 @@ public static class Images
                 // Only copy-before-write serves snapshot reads; over anything else they fail "Operation not supported".
                 var cbw = Child("file")!;
                 if (g.Nodes[cbw].Driver != "copy-before-write") return (Header.ReadFault, ENOTSUP);
-                // A cluster copy-before-write has copied reads from its target.
+                // A cluster a guest write went through (copied first) reads from the target.
                 bool inTarget = copied(g.Nodes[cbw].Seq, offset / (Data.CbwClusterSectors * Data.Sector));
                 return At(g, g.ChildEdge(cbw, inTarget ? "target" : "file")!.Child, offset, copied);
             default:

@@ -28,9 +28,9 @@ public static class Machine
         switch (c)
         {
             case Vocabulary.Transaction t:
-                return Finish(s, Transaction.Run(g, s.NameCounter, t.Actions, grouped: t.CompletionMode == "grouped", lengths: n => Data.Size(s, n), copied: (seq, cluster) => s.Data.Copied.TryGetValue(seq, out var set) && set.Contains(cluster)));
+                return Finish(s, Transaction.Run(g, s.NameCounter, t.Actions, grouped: t.CompletionMode == "grouped", lengths: n => Data.Size(s, n), copied: s.Data.IsDone));
             case Vocabulary.Jobs.BlockdevBackup:
-                return Finish(s, Transaction.Run(g, s.NameCounter, [c], lengths: n => Data.Size(s, n), copied: (seq, cluster) => s.Data.Copied.TryGetValue(seq, out var set) && set.Contains(cluster)));
+                return Finish(s, Transaction.Run(g, s.NameCounter, [c], lengths: n => Data.Size(s, n), copied: s.Data.IsDone));
             case Vocabulary.Jobs.JobCommand j:
                 var verb = BlockJobs.Verb(s, j);
                 return verb.Ok ? (verb.Get(), Reply.Ok()) : (s, new Reply(null, verb.Error));

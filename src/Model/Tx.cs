@@ -36,7 +36,7 @@ public sealed record Tx(Graph Graph, ImmutableList<string> RefreshList, long Nam
     /// <summary>What the transaction knows of node lengths (blockdev-backup's size check); null when unknown.</summary>
     public Func<string, long?> Lengths { get; init; } = _ => null;
 
-    /// <summary>Whether copy-before-write node (by creation stamp) has copied cluster N (data, outside the graph).</summary>
+    /// <summary>Whether snapshot reads of cluster N of the copy-before-write node stamped S come from its target (a guest write went through it; data, outside the graph).</summary>
     public Func<long, long, bool> Copied { get; init; } = (_, _) => false;
 
     /// <summary>A transaction starting on <paramref name="g"/>.</summary>
