@@ -20,7 +20,30 @@ public static class Queries
             {
                 ["type"] = "nbd", ["id"] = e.Id, ["node-name"] = g.RootEdge(new ExportParent(e.Id))?.Child ?? "", ["shutting-down"] = false,
             })]),
+            "query-jobs" => new JsonArray([.. JobsNewestFirst(g).Select(j => (JsonNode)JobInfo(j))]),
+            "query-block-jobs" => new JsonArray([.. JobsNewestFirst(g).Where(j => j.Type is "backup" or "mirror").Select(j => (JsonNode)BlockJobInfo(j))]),
             _ => new JsonArray(),
+        };
+    }
+
+    private static IEnumerable<Job> JobsNewestFirst(Graph g) => g.Jobs.Values.OrderByDescending(j => j.Seq);
+
+    /// <summary>What the model defines of a <c>query-jobs</c> entry (progress figures are the implementation's), in QEMU's member order.</summary>
+    public static JsonObject JobInfo(Job j)
+    {
+        ArgumentNullException.ThrowIfNull(j);
+        return new() { ["status"] = Vocabulary.Jobs.JobTables.Name(j.Status), ["type"] = j.Type, ["id"] = j.Id };
+    }
+
+    /// <summary>What the model defines of a <c>query-block-jobs</c> entry (not io-status, busy, len, offset), in QEMU's member order.</summary>
+    public static JsonObject BlockJobInfo(Job j)
+    {
+        ArgumentNullException.ThrowIfNull(j);
+        return new()
+        {
+            ["auto-finalize"] = j.AutoFinalize, ["device"] = j.Id, ["auto-dismiss"] = j.AutoDismiss,
+            ["status"] = Vocabulary.Jobs.JobTables.Name(j.Status), ["paused"] = j.Status is Vocabulary.Jobs.JobStatus.Paused or Vocabulary.Jobs.JobStatus.Standby,
+            ["speed"] = j.Speed, ["ready"] = Vocabulary.Jobs.JobTables.IsReady(j.Status), ["type"] = j.Type,
         };
     }
 

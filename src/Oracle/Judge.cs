@@ -26,7 +26,7 @@ public sealed class Judge : IDisposable
     /// </summary>
     public const int SampleEvery = 32;
 
-    private static readonly string[] Queries = ["x-debug-query-block-graph", "query-named-block-nodes", "query-block-exports"];
+    private static readonly string[] Queries = ["x-debug-query-block-graph", "query-named-block-nodes", "query-block-exports", "query-jobs", "query-block-jobs"];
 
     private readonly string dir;
     private string modelText, implText;
@@ -189,17 +189,28 @@ public sealed class Judge : IDisposable
     /// <summary>
     /// The part of a query reply the model defines. query-named-block-nodes also carries host facts (file
     /// names, sizes, allocation, cache modes, bitmap counts) that the QEMU comparisons check instead;
-    /// the model defines each node's name, driver and read-only flag, in QEMU's order.
+    /// the model defines each node's name, driver and read-only flag, in QEMU's order. Of query-jobs and
+    /// query-block-jobs it defines all but the progress figures, io-status, busy and a job's error text.
     /// </summary>
     public static Reply ModelDefined(string query, Reply impl)
     {
         ArgumentNullException.ThrowIfNull(impl);
-        if (query != "query-named-block-nodes" || impl.Return is not JsonArray nodes) return impl;
+        if (impl.Return is not JsonArray entries) return impl;
+        string[]? keep = query switch
+        {
+            "query-named-block-nodes" => ["node-name", "drv", "ro"],
+            "query-jobs" => ["status", "type", "id"],
+            "query-block-jobs" => ["auto-finalize", "device", "auto-dismiss", "status", "paused", "speed", "ready", "type"],
+            _ => null,
+        };
+        if (keep is null) return impl;
         return impl with
         {
-            Return = new JsonArray([.. nodes.Select(n => (JsonNode)new JsonObject
+            Return = new JsonArray([.. entries.Select(n =>
             {
-                ["node-name"] = n!["node-name"]?.DeepClone(), ["drv"] = n["drv"]?.DeepClone(), ["ro"] = n["ro"]?.DeepClone(),
+                var o = new JsonObject();
+                foreach (var k in keep) o[k] = n![k]?.DeepClone();
+                return (JsonNode)o;
             })]),
         };
     }
