@@ -207,6 +207,39 @@ public class JobTests(ITestOutputHelper output)
         }
     }
 
+    // sync=none copies nothing at first; what the guest writes during the job reaches the target at the pivot
+    // (the job's dirty bitmap), and nothing else of the source does.
+    [Fact]
+    public async Task Mirror_sync_none_pivots_with_the_writes_made_during_the_job()
+    {
+        var (engine, d, dir) = Files("src", "tgt");
+        try
+        {
+            ExportSource(d, dir);
+            var target = Read(engine, "tgt");
+            Assert.True(d.Run("blockdev-mirror", new JsonObject { ["job-id"] = "m0", ["device"] = "src", ["target"] = "tgt", ["sync"] = "none" }).IsOk);
+            Assert.Equal(JobStatus.Ready, engine.Jobs[0].Status);
+            Assert.Equal(target, Read(engine, "tgt"));
+            var written = new byte[] { 9, 9, 9 };
+            await engine.Exports[0].WriteAsync(2 * 65536 + 7, written);
+            Assert.True(d.Run("job-complete", new JsonObject { ["id"] = "m0" }).IsOk);
+            Assert.Equal(1, d.RunJobs());
+            Assert.Empty(engine.Jobs);
+            Assert.Equal("tgt", engine.Exports[0].Root!.Node.Name);
+            // The dirtied cluster came from the source whole; every other cluster is the target's own.
+            var source = Read(engine, "src");
+            var expected = (byte[])target.Clone();
+            Array.Copy(source, 2 * 65536, expected, 2 * 65536, 65536);
+            Assert.Equal(expected, Read(engine, "tgt"));
+        }
+        finally
+        {
+            d.Dispose();
+            engine.Dispose();
+            Directory.Delete(dir, true);
+        }
+    }
+
     // block-job-cancel after ready ends the mirror as completed but leaves the users on the source.
     [Fact]
     public void Soft_cancel_after_ready_leaves_the_source_in_place()

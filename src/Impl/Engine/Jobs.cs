@@ -124,6 +124,9 @@ public sealed partial class BlockEngine
     {
         if (job is MirrorJob m)
         {
+            // mirror_run's last pass, with I/O drained: what guest writes dirtied since the first copy.
+            bool pivot = m.ShouldComplete && !m.Cancelled && m.Error is null;
+            if (pivot && m.CopyDirty() is { } copyErr) (m.Error, pivot) = (copyErr, false);
             if (m.Dirty is { } dirty)
             {
                 m.Source.JobBitmaps.Remove(dirty);
@@ -134,7 +137,7 @@ public sealed partial class BlockEngine
                 DetachRoot(bb);
                 m.TargetParent = null;
             }
-            if (m.ShouldComplete && !m.Cancelled && m.Error is null) Pivot(m);
+            if (pivot) Pivot(m);
         }
         foreach (var e in job.Edges.ToList()) DetachAndRelease(e);
         job.Edges.Clear();
@@ -146,14 +149,9 @@ public sealed partial class BlockEngine
         if (!filter.Deleted && filter.RefCount == 0) Delete(filter);
     }
 
-    /// <summary>The mirror's pivot: a last copy with I/O drained, then every parent of the source but the job's moves to the target.</summary>
+    /// <summary>The mirror's pivot (after its last copy): every parent of the source but the job's moves to the target.</summary>
     private void Pivot(MirrorJob m)
     {
-        if (m.CopyAll() is { } err)
-        {
-            m.Error = err;
-            return;
-        }
         foreach (var e in m.Edges.ToList()) DetachAndRelease(e);
         m.Edges.Clear();
         MoveParents(m.Source, m.Target);

@@ -85,6 +85,17 @@ public sealed class DirtyBits
         }
     }
 
+    /// <summary>
+    /// Clears every bit and returns the bits that were set, word by word atomically: a bit a concurrent
+    /// <see cref="Mark"/> sets is either in the result or still set afterwards, never lost.
+    /// </summary>
+    public long[] TakeAll()
+    {
+        var taken = new long[words.Length];
+        for (int i = 0; i < words.Length; i++) taken[i] = Interlocked.Exchange(ref words[i], 0);
+        return taken;
+    }
+
     /// <summary>A copy, to restore on abort.</summary>
     public long[] Save() => (long[])words.Clone();
 

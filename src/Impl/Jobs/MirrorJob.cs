@@ -10,8 +10,10 @@ namespace Verified.Impl.Jobs;
 /// cancel after ready ends it without the pivot.
 /// </summary>
 /// <remarks>
-/// Verified copies the whole source when the job runs and once more, with I/O drained, just before the
-/// pivot, instead of tracking dirty clusters: the target equals the source at the pivot either way.
+/// As QEMU's mirror_run, the job's dirty bitmap on the source drives every copy: the first run marks
+/// what the sync mode asks for (full: everything; top: what the source's own layer holds; none:
+/// nothing) and copies the dirty clusters, clearing them; guest writes keep marking it; the pivot, with
+/// I/O drained, copies what is dirty then. So the target equals the source at the pivot in every mode.
 /// </remarks>
 public sealed class MirrorJob : BlockJob, IO.IHiddenBitmaps
 {
@@ -72,23 +74,68 @@ public sealed class MirrorJob : BlockJob, IO.IHiddenBitmaps
             Error = "Source and target image have different sizes";
             return true;
         }
-        if (Sync != "none") Len = Source.Length;
-        var err = CopyAll();
+        var err = MarkInitial();
+        // The job's length is what the first pass copies (QEMU sets the progress from the dirty count).
+        if (Sync != "none") Len = Dirty!.DirtyBytes;
+        err ??= CopyDirty();
         if (err is not null) Error = err;
         else Offset = Len;
         return true;
     }
 
-    /// <summary>Copies the source to the target in chunks (bounded by the length); an I/O error's text, or null.</summary>
-    internal string? CopyAll()
+    /// <summary>mirror_dirty_init: marks what the sync mode copies first; an I/O error's text, or null.</summary>
+    private string? MarkInitial()
     {
+        var dirty = Dirty ?? throw new InvalidOperationException($"mirror job '{Id}' has no dirty bitmap");
         if (Sync == "none") return null;
+        // sync=top (the engine makes it full when the source has no backing): only the source's own layer.
+        if (Sync != "top" || Source.Driver is not IO.IAllocationStatus layer)
+        {
+            dirty.Mark(0, Source.Length);
+            return null;
+        }
+        try
+        {
+            for (long at = 0; at < Source.Length;)
+            {
+                var (allocated, bytes) = layer.IsAllocatedAsync(at, Source.Length - at).AsTask().GetAwaiter().GetResult();
+                bytes = Math.Clamp(bytes, 1, Source.Length - at);
+                if (allocated) dirty.Mark(at, bytes);
+                at += bytes;
+            }
+            return null;
+        }
+        catch (IO.BlockIOException e)
+        {
+            return IO.Errnos.Strerror(e.Errno);
+        }
+    }
+
+    /// <summary>
+    /// Copies the clusters the dirty bitmap holds (clearing them first, so a write meanwhile marks its
+    /// cluster again) in runs of at most <see cref="CopyChunkBytes"/>; an I/O error's text, or null.
+    /// </summary>
+    internal string? CopyDirty()
+    {
+        if (Dirty is not { } dirty) return null;
+        var taken = dirty.TakeAll();
+        long granularity = dirty.Granularity, length = Source.Length;
+        bool IsSet(long bit) => (taken[bit >> 6] & (1L << (int)(bit & 63))) != 0;
         var buffer = new byte[CopyChunkBytes];
         try
         {
-            for (long at = 0; at < Source.Length; at += CopyChunkBytes)
+            for (long bit = 0; bit < dirty.Bits;)
             {
-                int n = (int)Math.Min(CopyChunkBytes, Source.Length - at);
+                if (!IsSet(bit))
+                {
+                    bit++;
+                    continue;
+                }
+                long first = bit;
+                while (bit < dirty.Bits && IsSet(bit) && (bit - first + 1) * granularity <= CopyChunkBytes) bit++;
+                long at = first * granularity;
+                int n = (int)Math.Min((bit - first) * granularity, length - at);
+                if (n <= 0) continue;
                 Source.ReadAsync(at, buffer.AsMemory(0, n)).AsTask().GetAwaiter().GetResult();
                 Target.WriteAsync(at, buffer.AsMemory(0, n)).AsTask().GetAwaiter().GetResult();
             }
@@ -96,6 +143,7 @@ public sealed class MirrorJob : BlockJob, IO.IHiddenBitmaps
         }
         catch (IO.BlockIOException e)
         {
+            // The job fails with this error; its bitmap goes with it, so what was taken need not be put back.
             return IO.Errnos.Strerror(e.Errno);
         }
     }

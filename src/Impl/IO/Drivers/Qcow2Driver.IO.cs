@@ -398,9 +398,10 @@ public sealed partial class Qcow2Driver
     }
 
     /// <summary>
-    /// The L2 table covering <paramref name="pos"/>, ready to change: a new one when the L1 entry is empty
-    /// (written back later, before its L1 entry), a private copy when the table is shared with a snapshot.
-    /// Holds <see cref="metaLock"/>.
+    /// The L2 table covering <paramref name="pos"/>, ready to change: a new one when the L1 entry is empty,
+    /// a private copy when the table is shared with a snapshot. Either way, as QEMU's l2_allocate, the
+    /// refcounts go to disk, then the table, then its L1 entry, before the table is used (so the image file
+    /// holds the table's cluster at once, as QEMU's does). Holds <see cref="metaLock"/>.
     /// </summary>
     private async ValueTask<Table> WritableL2Async(long pos)
     {
@@ -413,21 +414,14 @@ public sealed partial class Qcow2Driver
         var (offset, _) = await AllocateClusterAsync().ConfigureAwait(false);
         var table = new Table(offset) { Entries = entries, Dirty = true };
         await InsertAsync(l2Cache, table, l2CacheMax).ConfigureAwait(false);
-        if (l2Offset == 0)
-        {
-            lock (sync)
-            {
-                l1[l1Index] = (ulong)offset | Copied;
-                l1Dirty.Add(l1Index);
-            }
-            return table;
-        }
-        // Copy-on-write of a table a snapshot shares: the copy and the new L1 entry are on disk before the old table's count falls.
-        await WriteDirtyAsync(refCache).ConfigureAwait(false);
+        // Each step is flushed before the next, so the order survives a power cut (QEMU's cache flushes do the same).
+        if (await WriteDirtyAsync(refCache).ConfigureAwait(false)) await FileNode.FlushAsync().ConfigureAwait(false);
         await WriteTableAsync(table).ConfigureAwait(false);
+        await FileNode.FlushAsync().ConfigureAwait(false);
         lock (sync) l1[l1Index] = (ulong)offset | Copied;
         await WriteL1EntryAsync(l1Index).ConfigureAwait(false);
-        await AddRefAsync(l2Offset >> clusterBits, -1).ConfigureAwait(false);
+        // Copy-on-write of a table a snapshot shares: the copy and the new L1 entry are on disk before the old table's count falls.
+        if (l2Offset != 0) await AddRefAsync(l2Offset >> clusterBits, -1).ConfigureAwait(false);
         return table;
     }
 

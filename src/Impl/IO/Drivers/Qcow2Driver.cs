@@ -45,7 +45,6 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
     private readonly SemaphoreSlim metaLock = new(1, 1);
     private readonly Dictionary<long, Table> l2Cache = [];
     private readonly Dictionary<long, Table> refCache = [];
-    private readonly HashSet<int> l1Dirty = [];
     private readonly Dictionary<long, TaskCompletionSource> allocating = [];
     private Qcow2Header header = new();
     private ulong[] l1 = [];
@@ -207,7 +206,7 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
 
     private bool AnyDirty()
     {
-        lock (sync) return l1Dirty.Count > 0 || l2Cache.Values.Any(t => t.Dirty) || refCache.Values.Any(t => t.Dirty);
+        lock (sync) return l2Cache.Values.Any(t => t.Dirty) || refCache.Values.Any(t => t.Dirty);
     }
 
     /// <inheritdoc/>
@@ -228,7 +227,8 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
 
     /// <summary>
     /// Writes dirty metadata in the safe order: refcount blocks, then (after a flush of the file, so the
-    /// order survives a power cut) L2 tables, then L1 entries. Holds <see cref="metaLock"/>.
+    /// order survives a power cut) L2 tables. L1 entries are written when their table is allocated
+    /// (<c>WritableL2Async</c>). Holds <see cref="metaLock"/>.
     /// </summary>
     private async ValueTask WriteBackAsync(bool all)
     {
@@ -236,16 +236,8 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
         if (!all) return;
         bool l2Dirty;
         lock (sync) l2Dirty = l2Cache.Values.Any(t => t.Dirty);
-        if (wroteRefs && (l2Dirty || l1Dirty.Count > 0)) await FileNode.FlushAsync().ConfigureAwait(false);
-        bool wroteL2 = await WriteDirtyAsync(l2Cache).ConfigureAwait(false);
-        int[] dirtyL1;
-        lock (sync)
-        {
-            dirtyL1 = [.. l1Dirty];
-            l1Dirty.Clear();
-        }
-        if (wroteL2 && dirtyL1.Length > 0) await FileNode.FlushAsync().ConfigureAwait(false);
-        foreach (int i in dirtyL1.Order()) await WriteL1EntryAsync(i).ConfigureAwait(false);
+        if (wroteRefs && l2Dirty) await FileNode.FlushAsync().ConfigureAwait(false);
+        await WriteDirtyAsync(l2Cache).ConfigureAwait(false);
     }
 
     private async ValueTask<bool> WriteDirtyAsync(Dictionary<long, Table> cache)
