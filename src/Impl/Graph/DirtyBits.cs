@@ -1,3 +1,6 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
 namespace Verified.Impl.Graph;
 
 /// <summary>
@@ -83,6 +86,47 @@ public sealed class DirtyBits
         {
             if (other.IsSet(bit)) Mark(bit * other.Granularity, other.Granularity);
         }
+    }
+
+    /// <summary>
+    /// Copies the bits from bit <paramref name="firstBit"/> (a multiple of 64) into <paramref name="dest"/> in qcow2's
+    /// serialized order: bit <c>i</c> is bit <c>i % 8</c> of byte <c>i / 8</c> (QEMU's little-endian word order).
+    /// </summary>
+    public void Serialize(long firstBit, Span<byte> dest)
+    {
+        Debug.Assert(firstBit % 64 == 0 && firstBit >= 0);
+        Debug.Assert(BitConverter.IsLittleEndian, "the byte view of the words is the serialized order only on little-endian hosts");
+        var bytes = MemoryMarshal.AsBytes(words.AsSpan());
+        int from = (int)Math.Min(firstBit / 8, bytes.Length);
+        int n = Math.Min(dest.Length, bytes.Length - from);
+        bytes.Slice(from, n).CopyTo(dest);
+        dest[n..].Clear();
+    }
+
+    /// <summary>Sets the bits from bit <paramref name="firstBit"/> (a multiple of 64) from <paramref name="src"/> (the order of <see cref="Serialize"/>); bits past <see cref="Bits"/> are ignored.</summary>
+    public void Deserialize(long firstBit, ReadOnlySpan<byte> src)
+    {
+        Debug.Assert(firstBit % 64 == 0 && firstBit >= 0);
+        Debug.Assert(BitConverter.IsLittleEndian, "the byte view of the words is the serialized order only on little-endian hosts");
+        var bytes = MemoryMarshal.AsBytes(words.AsSpan());
+        int from = (int)Math.Min(firstBit / 8, bytes.Length);
+        int n = Math.Min(src.Length, bytes.Length - from);
+        src[..n].CopyTo(bytes[from..]);
+        TrimTail();
+    }
+
+    /// <summary>Sets every bit from <paramref name="firstBit"/> for <paramref name="count"/> bits (a table entry flagged all-ones).</summary>
+    public void SetRange(long firstBit, long count)
+    {
+        long last = Math.Min(firstBit + count, Bits);
+        for (long bit = firstBit; bit < last; bit++) words[bit >> 6] |= 1L << (int)(bit & 63);
+    }
+
+    /// <summary>Clears the bits past <see cref="Bits"/> in the last word (a deserialized cluster may carry some).</summary>
+    private void TrimTail()
+    {
+        int tail = (int)(Bits & 63);
+        if (tail != 0 && words.Length > 0) words[^1] &= (1L << tail) - 1;
     }
 
     /// <summary>A copy, to restore on abort.</summary>
