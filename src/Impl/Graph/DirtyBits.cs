@@ -94,25 +94,28 @@ public sealed class DirtyBits
     /// </summary>
     public void Serialize(long firstBit, Span<byte> dest)
     {
-        Debug.Assert(firstBit % 64 == 0 && firstBit >= 0);
-        Debug.Assert(BitConverter.IsLittleEndian, "the byte view of the words is the serialized order only on little-endian hosts");
-        var bytes = MemoryMarshal.AsBytes(words.AsSpan());
-        int from = (int)Math.Min(firstBit / 8, bytes.Length);
-        int n = Math.Min(dest.Length, bytes.Length - from);
-        bytes.Slice(from, n).CopyTo(dest);
+        var from = BytesFrom(firstBit);
+        int n = Math.Min(dest.Length, from.Length);
+        from[..n].CopyTo(dest);
         dest[n..].Clear();
     }
 
     /// <summary>Sets the bits from bit <paramref name="firstBit"/> (a multiple of 64) from <paramref name="src"/> (the order of <see cref="Serialize"/>); bits past <see cref="Bits"/> are ignored.</summary>
     public void Deserialize(long firstBit, ReadOnlySpan<byte> src)
     {
+        var to = BytesFrom(firstBit);
+        int n = Math.Min(src.Length, to.Length);
+        src[..n].CopyTo(to);
+        TrimTail();
+    }
+
+    /// <summary>The words as bytes from bit <paramref name="firstBit"/> on: the serialized order on a little-endian host.</summary>
+    private Span<byte> BytesFrom(long firstBit)
+    {
         Debug.Assert(firstBit % 64 == 0 && firstBit >= 0);
         Debug.Assert(BitConverter.IsLittleEndian, "the byte view of the words is the serialized order only on little-endian hosts");
         var bytes = MemoryMarshal.AsBytes(words.AsSpan());
-        int from = (int)Math.Min(firstBit / 8, bytes.Length);
-        int n = Math.Min(src.Length, bytes.Length - from);
-        src[..n].CopyTo(bytes[from..]);
-        TrimTail();
+        return bytes[(int)Math.Min(firstBit / 8, bytes.Length)..];
     }
 
     /// <summary>Sets every bit from <paramref name="firstBit"/> for <paramref name="count"/> bits (a table entry flagged all-ones).</summary>

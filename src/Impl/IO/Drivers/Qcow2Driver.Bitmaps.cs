@@ -221,7 +221,10 @@ public sealed partial class Qcow2Driver
         if (oldSize > 0) await FreeRunAsync(oldOffset, oldSize).ConfigureAwait(false);
     }
 
-    /// <summary>QEMU's free_bitmap_clusters: every data cluster the table names, then the table.</summary>
+    /// <summary>
+    /// QEMU's free_bitmap_clusters: every data cluster the table names (discarded in the file once free, as
+    /// QEMU's QCOW2_DISCARD_ALWAYS passes it down), then the table (kept in the file, as QCOW2_DISCARD_OTHER is).
+    /// </summary>
     private async ValueTask FreeBitmapClustersAsync(Qcow2BitmapEntry e)
     {
         if (e.TableSize == 0) return;
@@ -229,7 +232,10 @@ public sealed partial class Qcow2Driver
         foreach (var x in table)
         {
             long offset = (long)(x & Qcow2Bitmaps.TableOffsetMask);
-            if (offset != 0) await AddRefAsync(offset >> clusterBits, -1).ConfigureAwait(false);
+            if (offset == 0) continue;
+            await AddRefAsync(offset >> clusterBits, -1).ConfigureAwait(false);
+            if (offset < FileNode.Length && await RefcountAsync(offset >> clusterBits).ConfigureAwait(false) == 0)
+                await DiscardFileAsync(offset, Math.Min(clusterSize, FileNode.Length - offset)).ConfigureAwait(false);
         }
         await FreeRunAsync(e.TableOffset, e.TableSize * 8L).ConfigureAwait(false);
     }

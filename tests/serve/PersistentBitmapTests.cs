@@ -1,0 +1,204 @@
+// Persistent dirty bitmaps in qcow2 images, against real QEMU 7.2 in both directions. The scenarios in
+// bitmaps/ run on qemu-storage-daemon and on Verified's daemon (Comparison: every reply, and after every
+// command the graph and query-named-block-nodes byte for byte, so dirty counts, granularities, recording,
+// persistent and inconsistent members, and the image's format-specific bitmap list with its in-use flags).
+// After each scenario the images each peer left are checked with qemu-img check (no errors, no leaks) and
+// their bitmap lists (qemu-img info) compared; the images each peer stored are then swapped and loaded by
+// the other peer, whose dirty counts must be the ones the writer showed. A daemon killed with SIGKILL must
+// leave an image qemu-img check accepts, its bitmaps in use, loaded as inconsistent by QEMU and Verified alike.
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Verified.Tests.Serve;
+
+public class PersistentBitmapTests(ITestOutputHelper output)
+{
+    private static string Scenario(string name) => Path.Combine(AppContext.BaseDirectory, "bitmaps", name);
+
+    /// <summary>Runs a bitmaps/ scenario on both peers and asserts they agree.</summary>
+    private void RunBoth(string file, Peer qemu, Peer verified)
+    {
+        var (diffs, compared) = Comparison.Run(Comparison.LoadScenario(Scenario(file)), qemu, verified);
+        output.WriteLine($"{file}: {compared} commands compared, {diffs.Count} differences");
+        foreach (var d in diffs) output.WriteLine(d);
+        Assert.True(diffs.Count == 0, string.Join("\n", diffs));
+    }
+
+    /// <summary>Runs a host tool; returns its exit code and output.</summary>
+    private static (int Code, string Out) Tool(string program, params string[] args)
+    {
+        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var err = p.StandardError.ReadToEndAsync();
+        var text = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, text + err.Result);
+    }
+
+    /// <summary>qemu-img check: no errors, no leaks.</summary>
+    private static void CheckClean(string image)
+    {
+        var (code, text) = Tool("qemu-img", "check", image);
+        Assert.True(code == 0 && text.Contains("No errors were found", StringComparison.Ordinal), $"qemu-img check {image}: exit {code}\n{text}");
+    }
+
+    /// <summary>The image's bitmap list as qemu-img info shows it (name, granularity, flags), or "none".</summary>
+    private static string StoredBitmaps(string image)
+    {
+        var (code, text) = Tool("qemu-img", "info", "-U", "--output=json", image);
+        Assert.True(code == 0, text);
+        return JsonNode.Parse(text)!["format-specific"]?["data"]?["bitmaps"]?.ToJsonString() ?? "none";
+    }
+
+    /// <summary>A node's dirty-bitmaps member from query-named-block-nodes.</summary>
+    private static string DirtyBitmaps(QmpClient c, string node) =>
+        c.Execute("query-named-block-nodes", new JsonObject { ["flat"] = true })["return"]!.AsArray()
+            .Single(n => n!["node-name"]!.GetValue<string>() == node)!["dirty-bitmaps"]?.ToJsonString() ?? "none";
+
+    /// <summary>Opens <paramref name="image"/> as qcow2 node <paramref name="node"/> on a peer and returns its dirty bitmaps; the node stays open.</summary>
+    private static string Load(QmpClient c, string node, string image)
+    {
+        var r = c.Execute("blockdev-add", JsonNode.Parse($$$"""{"driver":"qcow2","node-name":"{{{node}}}","file":{"driver":"file","filename":"{{{image}}}"}}"""));
+        Assert.True(r.ContainsKey("return"), r.ToJsonString());
+        return DirtyBitmaps(c, node);
+    }
+
+    /// <summary>Bitmaps qemu-img and qemu-io stored load (in use, read-only, inconsistent) and answer every command as in QEMU; what each peer stores back passes check and lists the same.</summary>
+    [QemuFact]
+    public void Bitmaps_QEMU_stored_load_and_answer_as_in_QEMU()
+    {
+        using var qemu = Peer.StartStorageDaemon();
+        using var verified = Peer.StartVerified();
+        RunBoth("load.jsonl", qemu, verified);
+        using (var cq = qemu.Connect())
+        using (var cv = verified.Connect())
+        {
+            cq.Negotiate();
+            cv.Negotiate();
+            foreach (var n in new[] { "a", "inuse", "ro", "v2", "big", "r" })
+            {
+                cq.Execute("blockdev-del", new JsonObject { ["node-name"] = n });
+                cv.Execute("blockdev-del", new JsonObject { ["node-name"] = n });
+            }
+        }
+        foreach (var f in new[] { "a.qcow2", "b.qcow2", "inuse.qcow2" })
+        {
+            CheckClean(Path.Combine(qemu.TmpDir, f));
+            CheckClean(Path.Combine(verified.TmpDir, f));
+            Assert.Equal(StoredBitmaps(Path.Combine(qemu.TmpDir, f)), StoredBitmaps(Path.Combine(verified.TmpDir, f)));
+        }
+        // The in-use copy keeps its inconsistent bitmap; the one removed is gone.
+        Assert.Contains("in-use", StoredBitmaps(Path.Combine(verified.TmpDir, "inuse.qcow2")), StringComparison.Ordinal);
+    }
+
+    /// <summary>Bitmaps added through QMP and written through NBD are stored as QEMU stores them: check passes, the lists agree, and each peer loads the other's image with the writer's counts.</summary>
+    [QemuFact]
+    public void Bitmaps_Verified_stores_load_in_QEMU_with_the_same_counts()
+    {
+        using var qemu = Peer.StartStorageDaemon();
+        using var verified = Peer.StartVerified();
+        RunBoth("store.jsonl", qemu, verified);
+        string countsQ, countsV;
+        using (var cq = qemu.Connect())
+        using (var cv = verified.Connect())
+        {
+            cq.Negotiate();
+            cv.Negotiate();
+            countsQ = DirtyBitmaps(cq, "a");
+            countsV = DirtyBitmaps(cv, "a");
+            Assert.Equal(countsQ, countsV);
+            Assert.Contains("\"count\":5505024", countsV, StringComparison.Ordinal);
+            cq.Execute("blockdev-del", new JsonObject { ["node-name"] = "a" });
+            cv.Execute("blockdev-del", new JsonObject { ["node-name"] = "a" });
+        }
+        foreach (var f in new[] { "a.qcow2", "c4k.qcow2" })
+        {
+            CheckClean(Path.Combine(qemu.TmpDir, f));
+            CheckClean(Path.Combine(verified.TmpDir, f));
+            Assert.Equal(StoredBitmaps(Path.Combine(qemu.TmpDir, f)), StoredBitmaps(Path.Combine(verified.TmpDir, f)));
+        }
+        // Swapped: QEMU loads what Verified stored and Verified what QEMU stored.
+        foreach (var f in new[] { "a.qcow2", "c4k.qcow2" })
+        {
+            File.Copy(Path.Combine(verified.TmpDir, f), Path.Combine(qemu.TmpDir, "from-verified-" + f));
+            File.Copy(Path.Combine(qemu.TmpDir, f), Path.Combine(verified.TmpDir, "from-qemu-" + f));
+        }
+        using (var cq = qemu.Connect())
+        using (var cv = verified.Connect())
+        {
+            cq.Negotiate();
+            cv.Negotiate();
+            Assert.Equal(countsV, Load(cq, "x", Path.Combine(qemu.TmpDir, "from-verified-a.qcow2")));
+            Assert.Equal(countsQ, Load(cv, "x", Path.Combine(verified.TmpDir, "from-qemu-a.qcow2")));
+            var smallQ = Load(cq, "y", Path.Combine(qemu.TmpDir, "from-verified-c4k.qcow2"));
+            Assert.Equal(smallQ, Load(cv, "y", Path.Combine(verified.TmpDir, "from-qemu-c4k.qcow2")));
+            Assert.Contains("\"count\":12288", smallQ, StringComparison.Ordinal);
+        }
+    }
+
+    /// <summary>A Verified daemon killed while it holds an image with bitmaps leaves them in use in an image qemu-img check accepts; QEMU and Verified then load them as inconsistent, alike.</summary>
+    [QemuFact]
+    public void A_killed_daemon_leaves_bitmaps_in_use_that_check_accepts()
+    {
+        // The image lives apart from the killed daemon's directory, which its peer removes when disposed.
+        var tmp = Peer.NewTmp("serve-bitmap-kill.");
+        try
+        {
+            var image = Path.Combine(tmp, "a.qcow2");
+            Assert.Equal(0, Tool("qemu-img", "create", "-f", "qcow2", image, "16M").Code);
+            Assert.Equal(0, Tool("qemu-img", "bitmap", "--add", image, "s1").Code);
+            Assert.Equal(0, Tool("qemu-io", "-f", "qcow2", "-c", "write 1M 64k", image).Code);
+            var daemonTmp = Peer.NewTmp("serve-bitmap-killed.");
+            using (var killed = Peer.StartVerifiedProcess(daemonTmp, ["--qmp", $"unix:{Path.Combine(daemonTmp, "qmp.sock")}"]))
+            {
+                using var c = WaitConnect(killed);
+                c.Negotiate();
+                Assert.Contains("\"count\":65536", Load(c, "a", image), StringComparison.Ordinal);
+                var add = c.Execute("block-dirty-bitmap-add", JsonNode.Parse("""{"node":"a","name":"new","persistent":true}"""));
+                Assert.True(add.ContainsKey("return"), add.ToJsonString());
+                Assert.Contains("in-use", StoredBitmaps(image), StringComparison.Ordinal);
+                killed.Process!.Kill(); // SIGKILL: no close, no store
+                killed.Process.WaitForExit();
+            }
+            CheckClean(image);
+            var stored = StoredBitmaps(image);
+            Assert.Equal("""[{"flags":["in-use","auto"],"name":"s1","granularity":65536}]""", stored.Replace(" ", "", StringComparison.Ordinal));
+            using var qemu = Peer.StartStorageDaemon();
+            using var verified = Peer.StartVerified();
+            File.Copy(image, Path.Combine(qemu.TmpDir, "a.qcow2"));
+            File.Copy(image, Path.Combine(verified.TmpDir, "a.qcow2"));
+            using var cq = qemu.Connect();
+            using var cv = verified.Connect();
+            cq.Negotiate();
+            cv.Negotiate();
+            var q = Load(cq, "a", Path.Combine(qemu.TmpDir, "a.qcow2"));
+            Assert.Equal(q, Load(cv, "a", Path.Combine(verified.TmpDir, "a.qcow2")));
+            Assert.Contains("\"inconsistent\":true", q, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(tmp, recursive: true);
+        }
+    }
+
+    /// <summary>Most attempts to reach a starting daemon's socket.</summary>
+    private const int ConnectAttemptsMax = 100;
+
+    private static QmpClient WaitConnect(Peer p)
+    {
+        for (int i = 0; ; i++)
+        {
+            try
+            {
+                return p.Connect();
+            }
+            catch (Exception e) when ((e is IOException or System.Net.Sockets.SocketException) && i < ConnectAttemptsMax)
+            {
+                Thread.Sleep(100);
+            }
+        }
+    }
+}
