@@ -86,8 +86,16 @@ public sealed class Qcow2BitmapTests : IDisposable
         var (h, err) = Qcow2Header.Parse(stale, writable: true);
         Assert.Null(err);
         Assert.Equal((0, true), (h!.BitmapCount, h.BitmapsExtensionStale));
-        Assert.Equal("found bitmaps extension with zero bitmaps",
-            Qcow2Header.Parse(Qcow2Bitmaps.RewriteHeader(cluster0, ClusterSize, Qcow2Header.AutoclearBitmaps, 0, 0x50000, 64), true).Error);
+        var valid = Qcow2Bitmaps.RewriteHeader(cluster0, ClusterSize, Qcow2Header.AutoclearBitmaps, 1, 0x50000, 64);
+        Assert.Null(Qcow2Header.Parse(valid, true).Error);
+        // The extension's data follows its 8-byte type and length: count, reserved, size, offset.
+        int ext = valid.AsSpan().IndexOf(new byte[] { 0x23, 0x85, 0x28, 0x75 }) + 8;
+        var zero = (byte[])valid.Clone();
+        BinaryPrimitives.WriteUInt32BigEndian(zero.AsSpan(ext), 0);
+        Assert.Equal("found bitmaps extension with zero bitmaps", Qcow2Header.Parse(zero, true).Error);
+        var reserved = (byte[])valid.Clone();
+        reserved[ext + 7] = 1;
+        Assert.Equal("bitmaps_ext: Reserved field is not zero", Qcow2Header.Parse(reserved, true).Error);
         Assert.Equal("bitmaps_ext: invalid dir offset",
             Qcow2Header.Parse(Qcow2Bitmaps.RewriteHeader(cluster0, ClusterSize, Qcow2Header.AutoclearBitmaps, 1, 0x50008, 64), true).Error);
         Assert.Equal($"bitmaps_ext: Image has 65536 bitmaps, exceeding the QEMU supported maximum of {Qcow2Bitmaps.BitmapsMax}",

@@ -4,7 +4,8 @@
 // persistent and inconsistent members, and the image's format-specific bitmap list with its in-use flags).
 // After each scenario the images each peer left are checked with qemu-img check (no errors, no leaks) and
 // their bitmap lists (qemu-img info) compared; the images each peer stored are then swapped and loaded by
-// the other peer, whose dirty counts must be the ones the writer showed. A daemon killed with SIGKILL must
+// the other peer, whose dirty counts must be the ones the writer showed; loaded bitmaps exported over NBD
+// (qemu:dirty-bitmap:NAME) give qemu-img map the same extents on both. A daemon killed with SIGKILL must
 // leave an image qemu-img check accepts, its bitmaps in use, loaded as inconsistent by QEMU and Verified alike.
 using System.Diagnostics;
 using System.Text.Json.Nodes;
@@ -59,9 +60,9 @@ public class PersistentBitmapTests(ITestOutputHelper output)
             .Single(n => n!["node-name"]!.GetValue<string>() == node)!["dirty-bitmaps"]?.ToJsonString() ?? "none";
 
     /// <summary>Opens <paramref name="image"/> as qcow2 node <paramref name="node"/> on a peer and returns its dirty bitmaps; the node stays open.</summary>
-    private static string Load(QmpClient c, string node, string image)
+    private static string Load(QmpClient c, string node, string image, bool readOnly = false)
     {
-        var r = c.Execute("blockdev-add", JsonNode.Parse($$$"""{"driver":"qcow2","node-name":"{{{node}}}","file":{"driver":"file","filename":"{{{image}}}"}}"""));
+        var r = c.Execute("blockdev-add", JsonNode.Parse($$$"""{"driver":"qcow2","node-name":"{{{node}}}","read-only":{{{(readOnly ? "true" : "false")}}},"file":{"driver":"file","filename":"{{{image}}}"}}"""));
         Assert.True(r.ContainsKey("return"), r.ToJsonString());
         return DirtyBitmaps(c, node);
     }
@@ -78,7 +79,28 @@ public class PersistentBitmapTests(ITestOutputHelper output)
         {
             cq.Negotiate();
             cv.Negotiate();
-            foreach (var n in new[] { "a", "inuse", "ro", "v2", "big", "r" })
+            // NBD's qemu:dirty-bitmap context over loaded (read-only) bitmaps: qemu-img map sees the same extents.
+            foreach (var (c, p) in new[] { (cq, qemu), (cv, verified) })
+            {
+                Load(c, "ro2", Path.Combine(p.TmpDir, "b.qcow2"), readOnly: true);
+                Assert.True(c.Execute("nbd-server-start", JsonNode.Parse($$$$"""{"addr":{"type":"unix","data":{"path":"{{{{Path.Combine(p.TmpDir, "nbd.sock")}}}}"}}}""")).ContainsKey("return"));
+                var export = c.Execute("block-export-add", JsonNode.Parse("""{"type":"nbd","id":"e","node-name":"ro2","bitmaps":["s1","s3"]}"""));
+                Assert.True(export.ContainsKey("return"), export.ToJsonString());
+            }
+            foreach (var bitmap in new[] { "s1", "s3" })
+            {
+                var maps = new[] { qemu, verified }.Select(p => Tool("qemu-img", "map", "--output=json", "--image-opts",
+                    $"driver=nbd,server.type=unix,server.path={Path.Combine(p.TmpDir, "nbd.sock")},export=ro2,x-dirty-bitmap=qemu:dirty-bitmap:{bitmap}")).ToList();
+                Assert.True(maps[0].Code == 0, maps[0].Out);
+                Assert.Equal(maps[0], maps[1]);
+                Assert.Contains("\"data\": false", maps[1].Out, StringComparison.Ordinal);
+            }
+            foreach (var c in new[] { cq, cv })
+            {
+                c.Execute("block-export-del", new JsonObject { ["id"] = "e" });
+                c.Execute("nbd-server-stop");
+            }
+            foreach (var n in new[] { "a", "inuse", "ro", "v2", "big", "r", "ro2" })
             {
                 cq.Execute("blockdev-del", new JsonObject { ["node-name"] = n });
                 cv.Execute("blockdev-del", new JsonObject { ["node-name"] = n });
@@ -137,6 +159,23 @@ public class PersistentBitmapTests(ITestOutputHelper output)
             Assert.Equal(smallQ, Load(cv, "y", Path.Combine(verified.TmpDir, "from-qemu-c4k.qcow2")));
             Assert.Contains("\"count\":12288", smallQ, StringComparison.Ordinal);
         }
+    }
+
+    /// <summary>Reopening read-only stores the bitmaps and makes them read-only, read-write marks them in use again, and a snapshot's old top stores its bitmaps: as in QEMU, step by step and in the copies taken between.</summary>
+    [QemuFact]
+    public void Reopen_stores_and_marks_bitmaps_as_in_QEMU()
+    {
+        using var qemu = Peer.StartStorageDaemon();
+        using var verified = Peer.StartVerified();
+        RunBoth("reopen.jsonl", qemu, verified);
+        foreach (var f in new[] { "ro-copy.qcow2", "rw-copy.qcow2", "snap-copy.qcow2" })
+        {
+            CheckClean(Path.Combine(qemu.TmpDir, f));
+            CheckClean(Path.Combine(verified.TmpDir, f));
+            Assert.Equal(StoredBitmaps(Path.Combine(qemu.TmpDir, f)), StoredBitmaps(Path.Combine(verified.TmpDir, f)));
+        }
+        Assert.DoesNotContain("in-use", StoredBitmaps(Path.Combine(verified.TmpDir, "ro-copy.qcow2")), StringComparison.Ordinal);
+        Assert.Contains("in-use", StoredBitmaps(Path.Combine(verified.TmpDir, "rw-copy.qcow2")), StringComparison.Ordinal);
     }
 
     /// <summary>A Verified daemon killed while it holds an image with bitmaps leaves them in use in an image qemu-img check accepts; QEMU and Verified then load them as inconsistent, alike.</summary>

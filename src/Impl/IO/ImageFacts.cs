@@ -71,4 +71,10 @@ public interface IPersistentBitmaps
 
     /// <summary>Removes the bitmap from the image if it is stored there (absence is no error); QEMU's error text on failure.</summary>
     string? RemoveStoredBitmap(string name);
+
+    /// <summary>The node is about to become read-only: its persistent bitmaps are stored and become read-only.</summary>
+    void ReopeningReadOnly();
+
+    /// <summary>The node has become writable again: its stored bitmaps are marked in use and become writable.</summary>
+    void ReopenedWritable();
 }

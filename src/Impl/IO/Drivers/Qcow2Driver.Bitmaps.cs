@@ -380,6 +380,77 @@ public sealed partial class Qcow2Driver
         throw new BlockIOException(Errnos.ENOSPC, $"qcow2 '{Node.Name}': no free cluster run");
     }
 
+    /// <inheritdoc/>
+    /// <remarks>QEMU's qcow2_reopen_bitmaps_ro. A failure to store is reported on stderr (QEMU fails the reopen).</remarks>
+    public void ReopeningReadOnly()
+    {
+        if (clusterSize == 0) return;
+        var toStore = Node.Bitmaps.Where(b => b.Persistent && !b.Inconsistent && !b.ReadOnly).ToList();
+        if (toStore.Count > 0 && !Node.ReadOnly)
+        {
+            string? err;
+            try
+            {
+                err = StoreAsync(toStore).AsTask().GetAwaiter().GetResult();
+                // QEMU's reopen to read-only flushes next: the refcounts the store changed reach the file.
+                if (err is null) FlushAsync().AsTask().GetAwaiter().GetResult();
+            }
+            catch (IOException e)
+            {
+                err = $"Failed to update bitmap extension: {LinuxNative.ErrnoText(DriverOptions.ErrnoOf(e))}";
+            }
+            if (err is not null) Console.Error.WriteLine($"{Node.Name}: Failed to store dirty bitmaps: {err}");
+        }
+        SetBitmapsReadOnly(true);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>QEMU's qcow2_reopen_bitmaps_rw: the stored entries of read-only bitmaps flagged in use, in place.</remarks>
+    public void ReopenedWritable()
+    {
+        if (clusterSize == 0) return;
+        var entries = storedBitmaps.ToList();
+        bool update = false;
+        for (int i = 0; i < entries.Count; i++)
+        {
+            var b = Node.BitmapList.Find(x => x.Name == entries[i].Name);
+            if (entries[i].InUse || b is not { ReadOnly: true, Inconsistent: false }) continue;
+            entries[i] = entries[i] with { Flags = entries[i].Flags | Qcow2Bitmaps.FlagInUse };
+            update = true;
+        }
+        try
+        {
+            if (update) WithMetaLock(() => MarkInUseAsync(entries));
+        }
+        catch (IOException e)
+        {
+            Console.Error.WriteLine($"{Node.Name}: Failed to make dirty bitmaps writable: Cannot update bitmap directory: {LinuxNative.ErrnoText(DriverOptions.ErrnoOf(e))}");
+            return;
+        }
+        SetBitmapsReadOnly(false);
+    }
+
+    private void SetBitmapsReadOnly(bool readOnly)
+    {
+        for (int i = 0; i < Node.BitmapList.Count; i++)
+        {
+            if (Node.BitmapList[i].Persistent) Node.BitmapList[i] = Node.BitmapList[i] with { ReadOnly = readOnly };
+        }
+    }
+
+    private void WithMetaLock(Func<ValueTask> action)
+    {
+        metaLock.Wait();
+        try
+        {
+            action().AsTask().GetAwaiter().GetResult();
+        }
+        finally
+        {
+            metaLock.Release();
+        }
+    }
+
     /// <summary>QEMU's Qcow2BitmapInfo list for <c>format-specific</c>: the directory's bitmaps in its order.</summary>
     private JsonArray? BitmapInfoList()
     {
