@@ -223,6 +223,65 @@ public class PersistentBitmapTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>A daemon told to quit stores the bitmaps of the nodes still open, as qemu-storage-daemon does: an inconsistent one stays in use, a new one is added.</summary>
+    [QemuFact]
+    public void Quit_stores_the_bitmaps_of_open_nodes_as_QEMU_does()
+    {
+        var tmp = Peer.NewTmp("serve-bitmap-quit.");
+        try
+        {
+            var image = Path.Combine(tmp, "a.qcow2");
+            Assert.Equal(0, Tool("qemu-img", "create", "-f", "qcow2", image, "16M").Code);
+            Assert.Equal(0, Tool("qemu-img", "bitmap", "--add", image, "s1").Code);
+            Assert.Equal(0, Tool("qemu-img", "bitmap", "--add", image, "s2").Code);
+            // s2 is left in use, as a crash would leave it: its entry's flags byte set by hand (in use | auto).
+            SetInUse(image, "s2");
+            Assert.Contains("in-use", StoredBitmaps(image), StringComparison.Ordinal);
+            var stored = new List<string>();
+            var daemonTmp = Peer.NewTmp("serve-bitmap-quitter.");
+            foreach (var start in new Func<Peer>[] { Peer.StartStorageDaemon, () => Peer.StartVerifiedProcess(daemonTmp, ["--qmp", $"unix:{Path.Combine(daemonTmp, "qmp.sock")}"]) })
+            {
+                using var peer = start();
+                var copy = Path.Combine(peer.TmpDir, "q.qcow2");
+                File.Copy(image, copy);
+                using (var c = WaitConnect(peer))
+                {
+                    c.Negotiate();
+                    Assert.Contains("\"inconsistent\":true", Load(c, "a", copy), StringComparison.Ordinal);
+                    var add = c.Execute("block-dirty-bitmap-add", JsonNode.Parse("""{"node":"a","name":"q","persistent":true,"granularity":4096}"""));
+                    Assert.True(add.ContainsKey("return"), add.ToJsonString());
+                    c.Execute("quit");
+                }
+                Assert.True(peer.Process!.WaitForExit(30_000), $"{peer.Name} did not exit after quit");
+                CheckClean(copy);
+                stored.Add(StoredBitmaps(copy));
+            }
+            Assert.Equal(stored[0], stored[1]);
+            Assert.Contains("\"q\"", stored[1], StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(tmp, recursive: true);
+        }
+    }
+
+    /// <summary>Sets the in-use flag of one directory entry in the file (what a crash leaves).</summary>
+    private static void SetInUse(string image, string name)
+    {
+        var raw = File.ReadAllBytes(image);
+        var (h, err) = Verified.Impl.Formats.Qcow2Header.Parse(raw, writable: false);
+        Assert.Null(err);
+        int at = (int)h!.BitmapDirectoryOffset;
+        var (entries, dirErr) = Verified.Impl.Formats.Qcow2Bitmaps.ParseDirectory(raw.AsSpan(at, (int)h.BitmapDirectorySize), h.BitmapCount, h.ClusterSize, h.Size);
+        Assert.Null(dirErr);
+        foreach (var e in entries!)
+        {
+            if (e.Name == name) raw[at + 15] |= (byte)Verified.Impl.Formats.Qcow2Bitmaps.FlagInUse;
+            at += Verified.Impl.Formats.Qcow2Bitmaps.EntryBytes(System.Text.Encoding.UTF8.GetByteCount(e.Name));
+        }
+        File.WriteAllBytes(image, raw);
+    }
+
     /// <summary>Most attempts to reach a starting daemon's socket.</summary>
     private const int ConnectAttemptsMax = 100;
 
