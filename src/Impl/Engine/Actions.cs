@@ -209,7 +209,7 @@ public sealed partial class BlockEngine
         {
             if (c.Bitmap.Length == 0) return QmpError.Generic("Bitmap name cannot be empty");
             if (!Live(c.Node, out var n)) return QmpError.Generic($"Cannot find device='{c.Node}' nor node-name='{c.Node}'");
-            long gran = c.Granularity ?? BitmapGranularityDefault;
+            long gran = c.Granularity ?? DefaultGranularity(n);
             if (gran < 512 || (gran & (gran - 1)) != 0) return QmpError.Generic("Granularity must be power of 2 and at least 512");
             if (c.Persistent && n.Driver is not IPersistentBitmaps) return QmpError.Generic($"Can't store persistent bitmaps to {n.Name}: Operation not supported");
             if (c.Persistent && ((IPersistentBitmaps)n.Driver).CanStoreNewBitmap(c.Bitmap, gran) is { } why)
@@ -294,8 +294,15 @@ public sealed partial class BlockEngine
 
     private static string BitmapBusyText(string name) => $"Bitmap '{name}' is currently in use by another operation and cannot be used";
 
-    /// <summary>Granularity of a new bitmap when none is given.</summary>
+    /// <summary>Granularity of a new bitmap when none is given and the node has no cluster size (and the largest a cluster size gives).</summary>
     public const long BitmapGranularityDefault = 65536;
+
+    /// <summary>The smallest default granularity a cluster size gives.</summary>
+    public const long BitmapGranularityFromClusterMin = 4096;
+
+    /// <summary>QEMU's bdrv_get_default_bitmap_granularity: the cluster size bdrv_get_info finds (through raw and filters), clamped to 4 KiB … 64 KiB.</summary>
+    private static long DefaultGranularity(BlockNode n) =>
+        GetInfo(n) is { ClusterSize: > 0 } info ? Math.Clamp(info.ClusterSize, BitmapGranularityFromClusterMin, BitmapGranularityDefault) : BitmapGranularityDefault;
 
     /// <summary>Longest bitmap name.</summary>
     public const int BitmapNameLengthMax = 1023;
