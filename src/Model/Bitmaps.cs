@@ -5,7 +5,10 @@ namespace Verified.Model;
 /// <summary>Dirty bitmaps as graph state: names, granularity, enabled and persistent flags.</summary>
 public static class Bitmaps
 {
-    /// <summary>QEMU's default granularity for a node without a cluster size of its own.</summary>
+    /// <summary>
+    /// QEMU's default granularity for a node without a cluster size of its own, and for one whose cluster size is
+    /// 64 KiB: every qcow2 image the campaign makes (Impl follows other cluster sizes, spec/qcow2.md).
+    /// </summary>
     public const long DefaultGranularity = 65536;
 
     /// <summary>Smallest granularity QEMU accepts (the largest is bounded by the schema's uint32).</summary>

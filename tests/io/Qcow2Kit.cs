@@ -98,6 +98,9 @@ internal sealed class Qcow2Node : IDisposable
 
     public string Error(string json) => io.Error(json);
 
+    /// <summary>Runs a QMP command on the engine; returns the reply.</summary>
+    public Verified.Vocabulary.Reply Run(string json) => io.Run(json);
+
     /// <summary>Deletes the device and the node (writing cached metadata) and closes the engine.</summary>
     public void Dispose() => io.Dispose();
 }

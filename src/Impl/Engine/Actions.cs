@@ -1,4 +1,5 @@
 using Verified.Impl.Graph;
+using Verified.Impl.IO;
 using Verified.Impl.Rules;
 using Verified.Vocabulary;
 
@@ -208,9 +209,11 @@ public sealed partial class BlockEngine
         {
             if (c.Bitmap.Length == 0) return QmpError.Generic("Bitmap name cannot be empty");
             if (!Live(c.Node, out var n)) return QmpError.Generic($"Cannot find device='{c.Node}' nor node-name='{c.Node}'");
-            long gran = c.Granularity ?? BitmapGranularityDefault;
+            long gran = c.Granularity ?? DefaultGranularity(n);
             if (gran < 512 || (gran & (gran - 1)) != 0) return QmpError.Generic("Granularity must be power of 2 and at least 512");
-            if (c.Persistent && n.DriverName != "qcow2") return QmpError.Generic($"Can't store persistent bitmaps to {n.Name}: Operation not supported");
+            if (c.Persistent && n.Driver is not IPersistentBitmaps) return QmpError.Generic($"Can't store persistent bitmaps to {n.Name}: Operation not supported");
+            if (c.Persistent && ((IPersistentBitmaps)n.Driver).CanStoreNewBitmap(c.Bitmap, gran) is { } why)
+                return QmpError.Generic($"Can't make bitmap '{c.Bitmap}' persistent in '{n.Name}': {why}");
             if (n.BitmapList.Exists(b => b.Name == c.Bitmap)) return QmpError.Generic($"Bitmap already exists: {c.Bitmap}");
             if (c.Bitmap.Length > BitmapNameLengthMax) return QmpError.Generic($"Bitmap name too long: {c.Bitmap}");
             var bm = new BitmapInfo(c.Bitmap, gran, !c.Disabled, c.Persistent) { Bits = new DirtyBits(gran, n.Length) };
@@ -222,10 +225,15 @@ public sealed partial class BlockEngine
         int i = node.BitmapList.FindIndex(b => b.Name == c.Bitmap);
         if (i < 0) return QmpError.Generic($"Dirty bitmap '{c.Bitmap}' not found");
         var old = node.BitmapList[i];
-        if (BitmapBusy(node, c.Bitmap)) return QmpError.Generic(BitmapBusyText(c.Bitmap));
+        // bdrv_dirty_bitmap_check's flags per command: remove may not touch a read-only bitmap, enable and
+        // disable may, clear and merge (into) neither; only remove may touch an inconsistent one.
+        var refused = BitmapCheck(node, old, readOnlyOk: c.Op is BitmapOp.Enable or BitmapOp.Disable, inconsistentOk: c.Op == BitmapOp.Remove);
+        if (refused is not null) return refused;
         switch (c.Op)
         {
             case BitmapOp.Remove:
+                // QEMU removes a persistent bitmap from the image at once, and an aborted transaction does not put it back.
+                if (old.Persistent && node.Driver is IPersistentBitmaps stored && stored.RemoveStoredBitmap(old.Name) is { } why) return QmpError.Generic(why);
                 node.BitmapList.RemoveAt(i);
                 tran.Add(abort: () => node.BitmapList.Insert(i, old));
                 return null;
@@ -238,8 +246,9 @@ public sealed partial class BlockEngine
                 {
                     var sn = src.Node ?? c.Node;
                     if (!Live(sn, out var srcNode)) return QmpError.Generic($"Node '{sn}' not found");
-                    if (!srcNode.BitmapList.Exists(b => b.Name == src.Name)) return QmpError.Generic($"Dirty bitmap '{src.Name}' not found");
-                    if (BitmapBusy(srcNode, src.Name)) return QmpError.Generic(BitmapBusyText(src.Name));
+                    var from = srcNode.BitmapList.Find(b => b.Name == src.Name);
+                    if (from is null) return QmpError.Generic($"Dirty bitmap '{src.Name}' not found");
+                    if (BitmapCheck(srcNode, from, readOnlyOk: true, inconsistentOk: false) is { } e) return e;
                 }
                 return MergeBits(tran, old, c);
             case BitmapOp.Clear:
@@ -269,13 +278,31 @@ public sealed partial class BlockEngine
         return null;
     }
 
+    /// <summary>QEMU's bdrv_dirty_bitmap_check, in its order: busy, then read-only, then inconsistent.</summary>
+    private QmpError? BitmapCheck(BlockNode node, BitmapInfo b, bool readOnlyOk, bool inconsistentOk)
+    {
+        if (BitmapBusy(node, b.Name)) return QmpError.Generic(BitmapBusyText(b.Name));
+        if (!readOnlyOk && b.ReadOnly) return QmpError.Generic($"Bitmap '{b.Name}' is readonly and cannot be modified");
+        if (!inconsistentOk && b.Inconsistent) return QmpError.Generic(BitmapInconsistentText(b.Name));
+        return null;
+    }
+
+    private static string BitmapInconsistentText(string name) => $"Bitmap '{name}' is inconsistent and cannot be used";
+
     /// <summary>A bitmap is busy while an export serves it (QEMU's bdrv_dirty_bitmap_set_busy).</summary>
     private bool BitmapBusy(BlockNode node, string name) => exports.Values.Any(e => e.BitmapNode == node && e.Bitmaps.Contains(name));
 
     private static string BitmapBusyText(string name) => $"Bitmap '{name}' is currently in use by another operation and cannot be used";
 
-    /// <summary>Granularity of a new bitmap when none is given.</summary>
+    /// <summary>Granularity of a new bitmap when none is given and the node has no cluster size (and the largest a cluster size gives).</summary>
     public const long BitmapGranularityDefault = 65536;
+
+    /// <summary>The smallest default granularity a cluster size gives.</summary>
+    public const long BitmapGranularityFromClusterMin = 4096;
+
+    /// <summary>QEMU's bdrv_get_default_bitmap_granularity: the cluster size bdrv_get_info finds (through raw and filters), clamped to 4 KiB … 64 KiB.</summary>
+    private static long DefaultGranularity(BlockNode n) =>
+        GetInfo(n) is { ClusterSize: > 0 } info ? Math.Clamp(info.ClusterSize, BitmapGranularityFromClusterMin, BitmapGranularityDefault) : BitmapGranularityDefault;
 
     /// <summary>Longest bitmap name.</summary>
     public const int BitmapNameLengthMax = 1023;

@@ -120,6 +120,8 @@ public sealed partial class BlockEngine
             ["name"] = b.Name, ["count"] = b.Bits?.DirtyBytes ?? 0, ["granularity"] = b.Granularity,
             ["recording"] = b.Enabled, ["busy"] = BitmapBusy(n, b.Name), ["persistent"] = b.Persistent,
         })).ToList();
+        // QEMU's optional member, present only when true.
+        foreach (var (b, x) in n.BitmapList.Zip(all).Where(p => p.First.Inconsistent)) x.Json["inconsistent"] = true;
         var holders = nodes.Values.Select(x => x.Driver).OfType<IHiddenBitmaps>().Concat(jobs.Values.OfType<IHiddenBitmaps>());
         foreach (var hb in holders.SelectMany(h => h.HiddenBitmaps).Where(x => ReferenceEquals(x.On, n)))
         {

@@ -93,6 +93,7 @@ public sealed partial class BlockEngine
             if (err is not null) break;
             if (bm is null) err = QmpError.Generic($"Bitmap '{b}' is not found");
             else if (BitmapBusy(node, b)) err = QmpError.Generic(BitmapBusyText(b));
+            else if (bm.Inconsistent) err = QmpError.Generic(BitmapInconsistentText(b));
             else if (!c.Writable && !node.ReadOnly && bm.Enabled) err = QmpError.Generic($"Enabled bitmap '{b}' incompatible with readonly export");
         }
         if (err is not null)

@@ -111,6 +111,13 @@ public sealed partial class BlockEngine
     {
         wasWritable.TryAdd(node, node.Writable);
         var old = node.ReadOnly;
+        // qcow2's reopen: to read-only stores the persistent bitmaps at prepare (not undone, as in QEMU) and
+        // makes them read-only; back to read-write marks them in use again once the reopen commits.
+        if (node.Driver is IO.IPersistentBitmaps bitmaps)
+        {
+            if (readOnly) bitmaps.ReopeningReadOnly();
+            else if (old) tran.Add(abort: null, commit: bitmaps.ReopenedWritable);
+        }
         node.ReadOnly = readOnly;
         tran.Add(abort: () => node.ReadOnly = old);
         refresh.Add(node);

@@ -32,7 +32,16 @@ public sealed record Qcow2Header
     public const ulong IncompatDirty = 1, IncompatCorrupt = 2, IncompatDataFile = 4, IncompatCompression = 8, IncompatExtendedL2 = 16;
 
     /// <summary>Header extension types.</summary>
-    public const uint ExtEnd = 0, ExtBackingFormat = 0xE2792ACA, ExtFeatureTable = 0x6803f857;
+    public const uint ExtEnd = 0, ExtBackingFormat = 0xE2792ACA, ExtFeatureTable = 0x6803f857, ExtBitmaps = 0x23852875;
+
+    /// <summary>Autoclear feature bits: the bitmaps extension is valid; the external data file is raw.</summary>
+    public const ulong AutoclearBitmaps = 1, AutoclearDataFileRaw = 2;
+
+    /// <summary>The autoclear bits QEMU knows (QCOW2_AUTOCLEAR_MASK); a writer clears the others.</summary>
+    public const ulong AutoclearKnown = AutoclearBitmaps | AutoclearDataFileRaw;
+
+    /// <summary>Length of the bitmaps extension's data.</summary>
+    public const int BitmapsExtLength = 24;
 
     /// <summary>Byte offsets of header fields QEMU rewrites in place.</summary>
     public const int RefTableOffsetField = 48, AutoclearField = 88;
@@ -82,6 +91,18 @@ public sealed record Qcow2Header
     /// <inheritdoc cref="BackingFile"/>
     public string? BackingFormat { get; init; }
 
+    /// <summary>Bitmaps in the bitmap directory (0: none, or an extension a bitmap-unaware writer invalidated).</summary>
+    public int BitmapCount { get; init; }
+
+    /// <summary>The bitmap directory's host offset and length in bytes.</summary>
+    public long BitmapDirectoryOffset { get; init; }
+
+    /// <inheritdoc cref="BitmapDirectoryOffset"/>
+    public long BitmapDirectorySize { get; init; }
+
+    /// <summary>A bitmaps extension is present but its autoclear bit is clear: QEMU ignores it (and drops it when it may write).</summary>
+    public bool BitmapsExtensionStale { get; init; }
+
     /// <summary>The cluster size in bytes.</summary>
     public int ClusterSize => 1 << ClusterBits;
 
@@ -115,7 +136,7 @@ public sealed record Qcow2Header
         if (backingOffset > (ulong)cs) return (null, "Invalid backing file offset");
         if (h.Length < Math.Min(cs, (int)Math.Max(headerLength, backingOffset + backingSize))) return (null, "qcow2 header truncated");
 
-        var (extErr, backingFormat, featureNames) = Extensions(h[..Math.Min(h.Length, cs)], (int)headerLength, backingOffset == 0 ? cs : (int)backingOffset);
+        var (extErr, backingFormat, featureNames, bitmaps) = Extensions(h[..Math.Min(h.Length, cs)], (int)headerLength, backingOffset == 0 ? cs : (int)backingOffset, autoclear, cs);
         if (extErr is not null) return (null, extErr);
         ulong unsupported = incompat & ~(IncompatDirty | IncompatCorrupt | IncompatCompression);
         if (unsupported != 0) return (null, $"Unsupported qcow2 feature(s): {FeatureList(unsupported, featureNames)}");
@@ -134,7 +155,11 @@ public sealed record Qcow2Header
             if (backingSize > 1023 || backingOffset + backingSize > (ulong)cs) return (null, "Backing file name too long");
             backing = Encoding.UTF8.GetString(h.Slice((int)backingOffset, (int)backingSize));
         }
-        return (header! with { BackingFile = backing, BackingFormat = backingFormat, Compatible = compat }, null);
+        return (header! with
+        {
+            BackingFile = backing, BackingFormat = backingFormat, Compatible = compat, BitmapCount = bitmaps.Count,
+            BitmapDirectoryOffset = bitmaps.Offset, BitmapDirectorySize = bitmaps.Size, BitmapsExtensionStale = bitmaps.Stale,
+        }, null);
     }
 
     /// <summary>The L1 and refcount table checks (sizes, alignment), in QEMU's order.</summary>
@@ -169,10 +194,11 @@ public sealed record Qcow2Header
     private static bool ValidTable(ulong offset, ulong bytes, long cs) =>
         offset % (ulong)cs == 0 && offset <= long.MaxValue && bytes <= (ulong)long.MaxValue - offset;
 
-    /// <summary>Walks the header extensions: the backing format, the feature name table; an overrun is QEMU's error.</summary>
-    private static (string? Error, string? BackingFormat, Dictionary<int, string> Names) Extensions(ReadOnlySpan<byte> h, int start, int end)
+    /// <summary>Walks the header extensions: the backing format, the feature name table, the bitmaps extension; an overrun is QEMU's error.</summary>
+    private static (string? Error, string? BackingFormat, Dictionary<int, string> Names, BitmapsExt Bitmaps) Extensions(ReadOnlySpan<byte> h, int start, int end, ulong autoclear, int cs)
     {
         var names = new Dictionary<int, string>();
+        var bitmaps = default(BitmapsExt);
         string? backingFormat = null;
         int pos = start;
         const int extensionsMax = 1024; // a bound on a corrupt image's loop
@@ -182,7 +208,7 @@ public sealed record Qcow2Header
             uint len = BinaryPrimitives.ReadUInt32BigEndian(h[(pos + 4)..]);
             pos += 8;
             if (type == ExtEnd) break;
-            if (len > (uint)(end - pos) || pos + len > h.Length) return ("Invalid extension length", null, names);
+            if (len > (uint)(end - pos) || pos + len > h.Length) return ("Invalid extension length", null, names, bitmaps);
             var data = h.Slice(pos, (int)len);
             if (type == ExtBackingFormat) backingFormat = Encoding.UTF8.GetString(data);
             if (type == ExtFeatureTable)
@@ -193,9 +219,36 @@ public sealed record Qcow2Header
                     if (data[e] == 0) names[data[e + 1]] = Encoding.UTF8.GetString(data.Slice(e + 2, 46)).TrimEnd('\0');
                 }
             }
+            if (type == ExtBitmaps)
+            {
+                var (err, ext) = BitmapsExtension(data, autoclear, cs);
+                if (err is not null) return (err, null, names, bitmaps);
+                bitmaps = ext;
+            }
             pos += (int)((len + 7) & ~7u);
         }
-        return (null, backingFormat, names);
+        return (null, backingFormat, names, bitmaps);
+    }
+
+    /// <summary>The bitmaps extension's fields, or none.</summary>
+    private readonly record struct BitmapsExt(int Count, long Offset, long Size, bool Stale);
+
+    /// <summary>QEMU's qcow2_read_extensions for the bitmaps extension: ignored (stale) without its autoclear bit, else checked.</summary>
+    private static (string? Error, BitmapsExt Ext) BitmapsExtension(ReadOnlySpan<byte> data, ulong autoclear, int cs)
+    {
+        if (data.Length != BitmapsExtLength) return ("bitmaps_ext: Invalid extension length", default);
+        if ((autoclear & AutoclearBitmaps) == 0) return (null, new BitmapsExt(0, 0, 0, Stale: true));
+        uint count = BinaryPrimitives.ReadUInt32BigEndian(data);
+        if (BinaryPrimitives.ReadUInt32BigEndian(data[4..]) != 0) return ("bitmaps_ext: Reserved field is not zero", default);
+        ulong size = BinaryPrimitives.ReadUInt64BigEndian(data[8..]);
+        ulong offset = BinaryPrimitives.ReadUInt64BigEndian(data[16..]);
+        if (count > Qcow2Bitmaps.BitmapsMax)
+            return ($"bitmaps_ext: Image has {count.ToString(CultureInfo.InvariantCulture)} bitmaps, exceeding the QEMU supported maximum of {Qcow2Bitmaps.BitmapsMax.ToString(CultureInfo.InvariantCulture)}", default);
+        if (count == 0) return ("found bitmaps extension with zero bitmaps", default);
+        if (offset % (ulong)cs != 0) return ("bitmaps_ext: invalid dir offset", default);
+        if (size > Qcow2Bitmaps.DirectoryBytesMax)
+            return ($"bitmaps_ext: bitmap directory size ({size.ToString(CultureInfo.InvariantCulture)}) exceeds the maximum supported size ({Qcow2Bitmaps.DirectoryBytesMax.ToString(CultureInfo.InvariantCulture)})", default);
+        return (null, new BitmapsExt((int)count, (long)offset, (long)size, Stale: false));
     }
 
     private static string FeatureList(ulong bits, Dictionary<int, string> names)

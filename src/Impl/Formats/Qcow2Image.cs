@@ -61,6 +61,26 @@ public static class Qcow2Image
         f.Flush(flushToDisk: true);
     }
 
+    /// <summary>
+    /// Writes the feature name table extension at <paramref name="pos"/> as QEMU's qcow2_update_header does, and returns
+    /// the position after it. QEMU leaves it out of images with small clusters (measured: 4 KiB and below).
+    /// </summary>
+    internal static int WriteFeatureTable(Span<byte> h, int pos, int clusterSize)
+    {
+        if (clusterSize <= FeatureTableClusterMin) return pos;
+        BinaryPrimitives.WriteUInt32BigEndian(h[pos..], ExtFeatureTable);
+        BinaryPrimitives.WriteUInt32BigEndian(h[(pos + 4)..], (uint)(FeatureNames.Length * FeatureEntryBytes));
+        pos += 8;
+        foreach (var (type, bit, featureName) in FeatureNames)
+        {
+            h[pos] = type;
+            h[pos + 1] = bit;
+            Encoding.ASCII.GetBytes(featureName).CopyTo(h[(pos + 2)..]);
+            pos += FeatureEntryBytes;
+        }
+        return pos;
+    }
+
     /// <summary>The bytes of a new empty image (header, refcount table, refcount blocks, L1 table), for <see cref="Create"/>.</summary>
     public static byte[] Layout(long size, string? backingFile, string? backingFormat, int clusterBits)
     {
@@ -114,20 +134,7 @@ public static class Qcow2Image
             fmt.CopyTo(h[(pos + 8)..]);
             pos += 8 + ((fmt.Length + 7) & ~7);
         }
-        // qemu-img leaves the feature table out of images with small clusters (measured: 4 KiB and below).
-        if (cluster > FeatureTableClusterMin)
-        {
-            BinaryPrimitives.WriteUInt32BigEndian(h[pos..], ExtFeatureTable);
-            BinaryPrimitives.WriteUInt32BigEndian(h[(pos + 4)..], (uint)(FeatureNames.Length * FeatureEntryBytes));
-            pos += 8;
-            foreach (var (type, bit, featureName) in FeatureNames)
-            {
-                h[pos] = type;
-                h[pos + 1] = bit;
-                Encoding.ASCII.GetBytes(featureName).CopyTo(h[(pos + 2)..]);
-                pos += FeatureEntryBytes;
-            }
-        }
+        pos = WriteFeatureTable(h, pos, cluster);
         pos += 8; // end-of-extensions marker: type 0, length 0 (already zero)
         if (backingFile is not null)
         {

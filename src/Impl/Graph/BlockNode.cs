@@ -11,6 +11,12 @@ public sealed record BitmapInfo(string Name, long Granularity, bool Enabled, boo
 
     /// <summary>The bitmap's contents (shared by the copies <c>with</c> makes when it is enabled or disabled).</summary>
     public DirtyBits? Bits { get; init; }
+
+    /// <summary>Loaded from a qcow2 image where it was marked in use (QEMU's inconsistent bitmap): disabled, empty, and refused by every command but remove.</summary>
+    public bool Inconsistent { get; init; }
+
+    /// <summary>Loaded from an image the node may not write (QEMU's read-only bitmap): clear, merge into it and remove are refused.</summary>
+    public bool ReadOnly { get; init; }
 }
 
 /// <summary>

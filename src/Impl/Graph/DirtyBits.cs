@@ -1,3 +1,6 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
 namespace Verified.Impl.Graph;
 
 /// <summary>
@@ -94,6 +97,50 @@ public sealed class DirtyBits
         var taken = new long[words.Length];
         for (int i = 0; i < words.Length; i++) taken[i] = Interlocked.Exchange(ref words[i], 0);
         return taken;
+    }
+
+    /// <summary>
+    /// Copies the bits from bit <paramref name="firstBit"/> (a multiple of 64) into <paramref name="dest"/> in qcow2's
+    /// serialized order: bit <c>i</c> is bit <c>i % 8</c> of byte <c>i / 8</c> (QEMU's little-endian word order).
+    /// </summary>
+    public void Serialize(long firstBit, Span<byte> dest)
+    {
+        var from = BytesFrom(firstBit);
+        int n = Math.Min(dest.Length, from.Length);
+        from[..n].CopyTo(dest);
+        dest[n..].Clear();
+    }
+
+    /// <summary>Sets the bits from bit <paramref name="firstBit"/> (a multiple of 64) from <paramref name="src"/> (the order of <see cref="Serialize"/>); bits past <see cref="Bits"/> are ignored.</summary>
+    public void Deserialize(long firstBit, ReadOnlySpan<byte> src)
+    {
+        var to = BytesFrom(firstBit);
+        int n = Math.Min(src.Length, to.Length);
+        src[..n].CopyTo(to);
+        TrimTail();
+    }
+
+    /// <summary>The words as bytes from bit <paramref name="firstBit"/> on: the serialized order on a little-endian host.</summary>
+    private Span<byte> BytesFrom(long firstBit)
+    {
+        Debug.Assert(firstBit % 64 == 0 && firstBit >= 0);
+        Debug.Assert(BitConverter.IsLittleEndian, "the byte view of the words is the serialized order only on little-endian hosts");
+        var bytes = MemoryMarshal.AsBytes(words.AsSpan());
+        return bytes[(int)Math.Min(firstBit / 8, bytes.Length)..];
+    }
+
+    /// <summary>Sets every bit from <paramref name="firstBit"/> for <paramref name="count"/> bits (a table entry flagged all-ones).</summary>
+    public void SetRange(long firstBit, long count)
+    {
+        long last = Math.Min(firstBit + count, Bits);
+        for (long bit = firstBit; bit < last; bit++) words[bit >> 6] |= 1L << (int)(bit & 63);
+    }
+
+    /// <summary>Clears the bits past <see cref="Bits"/> in the last word (a deserialized cluster may carry some).</summary>
+    private void TrimTail()
+    {
+        int tail = (int)(Bits & 63);
+        if (tail != 0 && words.Length > 0) words[^1] &= (1L << tail) - 1;
     }
 
     /// <summary>A copy, to restore on abort.</summary>

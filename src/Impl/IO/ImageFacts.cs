@@ -58,3 +58,23 @@ public static class BitmapStamps
     /// <summary>A fresh stamp, larger than every earlier one.</summary>
     public static long Next() => Interlocked.Increment(ref next);
 }
+
+/// <summary>
+/// Implemented by format drivers that store persistent dirty bitmaps in their image (qcow2): QEMU's
+/// <c>bdrv_can_store_new_dirty_bitmap</c> and <c>bdrv_remove_persistent_dirty_bitmap</c>. Loading (at open)
+/// and storing (at close) are the driver's own business.
+/// </summary>
+public interface IPersistentBitmaps
+{
+    /// <summary>Why a new persistent bitmap of this name and granularity could not be stored, in QEMU's words, or null.</summary>
+    string? CanStoreNewBitmap(string name, long granularity);
+
+    /// <summary>Removes the bitmap from the image if it is stored there (absence is no error); QEMU's error text on failure.</summary>
+    string? RemoveStoredBitmap(string name);
+
+    /// <summary>The node is about to become read-only: its persistent bitmaps are stored and become read-only.</summary>
+    void ReopeningReadOnly();
+
+    /// <summary>The node has become writable again: its stored bitmaps are marked in use and become writable.</summary>
+    void ReopenedWritable();
+}

@@ -228,7 +228,6 @@ public sealed partial class Qcow2Driver
         await metaLock.WaitAsync().ConfigureAwait(false);
         try
         {
-            await TouchHeaderAsync().ConfigureAwait(false);
             old = await EntryAsync(pos).ConfigureAwait(false);
             kind = KindOf(old);
             if (kind == ClusterKind.Data && (old & Copied) != 0) return false;

@@ -73,7 +73,6 @@ public sealed partial class Qcow2Driver
         await metaLock.WaitAsync().ConfigureAwait(false);
         try
         {
-            await TouchHeaderAsync().ConfigureAwait(false);
             long l2Span = 1L << (clusterBits + l2Bits);
             for (long start = first; start < last;)
             {

@@ -27,7 +27,7 @@ namespace Verified.Impl.IO;
 /// </remarks>
 [BlockDriverName("qcow2")]
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "SemaphoreSlim holds no unmanaged resource unless its wait handle is used, which this driver never does")]
-public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClusterSized, IFormatFacts
+public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClusterSized, IFormatFacts, IPersistentBitmaps
 {
     /// <summary>L2 entry flags and the host offset mask (bits 9–55).</summary>
     private const ulong Copied = 1UL << 63, Compressed = 1UL << 62, ZeroFlag = 1, OffsetMask = 0x00ff_ffff_ffff_fe00;
@@ -52,7 +52,7 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
     private int clusterBits, clusterSize, l2Bits, refBlockBits;
     private long useClock, frontier, freeHint;
     private int inflight;
-    private bool draining, headerTouched;
+    private bool draining;
     private TaskCompletionSource? drained;
     private int l2CacheMax, refCacheMax;
 
@@ -113,6 +113,7 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
                 data["corrupt"] = (header.Incompatible & Qcow2Header.IncompatCorrupt) != 0;
             }
             data["refcount-bits"] = 1 << header.RefcountOrder;
+            if (header.Version >= 3 && BitmapInfoList() is { } bitmaps) data["bitmaps"] = bitmaps;
             data["compression-type"] = (header.Incompatible & Qcow2Header.IncompatCompression) != 0 ? "zstd" : "zlib";
             return new System.Text.Json.Nodes.JsonObject { ["type"] = "qcow2", ["data"] = data };
         }
@@ -173,7 +174,7 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
         l1 = await ReadEntriesAsync(header.L1Offset, header.L1Size).ConfigureAwait(false);
         refTable = await ReadEntriesAsync(header.RefTableOffset, header.RefTableClusters * (clusterSize / 8)).ConfigureAwait(false);
         frontier = (file.Length + clusterSize - 1) >> clusterBits;
-        return null;
+        return await OpenBitmapsAsync().ConfigureAwait(false);
     }
 
     private async ValueTask<ulong[]> ReadEntriesAsync(long offset, int count)
@@ -191,8 +192,10 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
     /// <inheritdoc/>
     protected internal override void Close() => TryFlushOnClose();
 
+    /// <summary>QEMU's qcow2_close: persistent bitmaps are stored first (qcow2_inactivate), then the caches written.</summary>
     private void TryFlushOnClose()
     {
+        if (clusterSize != 0) StoreBitmapsOnClose();
         if (!AnyDirty()) return;
         try
         {
@@ -266,19 +269,6 @@ public sealed partial class Qcow2Driver : BlockDriver, IAllocationStatus, IClust
         var raw = new byte[8];
         lock (sync) BinaryPrimitives.WriteUInt64BigEndian(raw, l1[i]);
         await WriteFileAsync(header.L1Offset + (i * 8L), raw).ConfigureAwait(false);
-    }
-
-    /// <summary>
-    /// Before the first change, clears the autoclear feature bits (bitmaps, raw data file) as a writer
-    /// that does not maintain those features must, so that QEMU does not trust stale bitmaps.
-    /// </summary>
-    private async ValueTask TouchHeaderAsync()
-    {
-        if (headerTouched) return;
-        headerTouched = true;
-        if (header.Version < 3 || header.Autoclear == 0) return;
-        await WriteFileAsync(Qcow2Header.AutoclearField, new byte[8]).ConfigureAwait(false);
-        header = header with { Autoclear = 0 };
     }
 
     // ---- L2 lookup ----
