@@ -104,7 +104,7 @@ public sealed partial class BlockEngine
     {
         if (job.Cancelled && job.Status != JobStatus.Aborting) job.Move(JobStatus.Aborting);
         CleanJob(job);
-        job.Emit(job.Cancelled ? "BLOCK_JOB_CANCELLED" : "BLOCK_JOB_COMPLETED", job.EndInfo());
+        if (job.IsBlockJob) job.Emit(job.Cancelled ? "BLOCK_JOB_CANCELLED" : "BLOCK_JOB_COMPLETED", job.EndInfo());
         job.Move(JobStatus.Concluded);
         if (job.AutoDismiss) DismissJob(job);
     }
@@ -122,6 +122,7 @@ public sealed partial class BlockEngine
     /// </summary>
     private void CleanJob(BlockJob job)
     {
+        if (job is CreateJob cj) CleanCreate(cj);
         if (job is MirrorJob m)
         {
             if (m.Dirty is { } dirty)
@@ -199,7 +200,7 @@ public sealed partial class BlockEngine
     /// <summary>A job command (verbs on an existing job); QEMU's lookup errors, then its checks in order.</summary>
     private QmpError? JobVerbCommand(JobCommand c)
     {
-        if (!jobs.TryGetValue(c.Id, out var job))
+        if (!jobs.TryGetValue(c.Id, out var job) || (c.IsBlockJobCommand && !job.IsBlockJob))
             return c.IsBlockJobCommand ? new QmpError(ErrorClass.DeviceNotActive, $"Block job '{c.Id}' not found") : QmpError.Generic("Job not found");
         switch (c.Verb)
         {
@@ -455,9 +456,9 @@ public sealed partial class BlockEngine
 
     /// <summary>The mirror jobs' BlockBackends on their targets (listed with the other backends).</summary>
     private IEnumerable<RootParent> JobBackends() =>
-        jobs.Values.OfType<MirrorJob>().Select(m => m.TargetParent).OfType<RootParent>();
+        jobs.Values.OfType<MirrorJob>().Select(m => m.TargetParent).Concat<RootParent?>(jobs.Values.OfType<CreateJob>().Select(c => c.Backend)).OfType<RootParent>();
 
     private JsonArray JobQuery(string command) => command == "query-jobs"
         ? new JsonArray([.. jobs.Values.OrderByDescending(j => j.Seq).Select(j => (JsonNode)j.JobInfo())])
-        : new JsonArray([.. jobs.Values.OrderByDescending(j => j.Seq).Select(j => (JsonNode)j.BlockJobInfo())]);
+        : new JsonArray([.. jobs.Values.Where(j => j.IsBlockJob).OrderByDescending(j => j.Seq).Select(j => (JsonNode)j.BlockJobInfo())]);
 }
