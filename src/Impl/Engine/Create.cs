@@ -231,7 +231,7 @@ public sealed partial class BlockEngine
         if (q.Encrypt) return QmpError.Generic("Verified does not create encrypted qcow2 images");
         if (extendedL2) return QmpError.Generic("Verified does not create qcow2 images with extended L2 entries");
         if (prealloc != "off") return QmpError.Generic($"Verified creates qcow2 images with preallocation 'off' only, not '{prealloc}'");
-        if (q.Size > (ulong)Qcow2Image.SizeMax) return QmpError.Generic($"Verified creates qcow2 images of at most {Qcow2Image.SizeMax} bytes");
+        if (q.Size is > (ulong)Qcow2Image.SizeMax and <= long.MaxValue) return QmpError.Generic($"Verified creates qcow2 images of at most {Qcow2Image.SizeMax} bytes");
         return null;
     }
 
@@ -243,10 +243,13 @@ public sealed partial class BlockEngine
     private static string? WriteQcow2(CreateBackend bb, Qcow2Create q)
     {
         var format = new Qcow2Format(q.Version == "v2" ? 2 : 3, BitOperations.Log2((ulong)(q.RefcountBits ?? 16)), q.LazyRefcounts ?? false);
+        // A size beyond off_t (a negative number, wrapped) gets as far as QEMU gets: the empty image is
+        // written, then its resize fails.
+        bool negative = q.Size > long.MaxValue;
         byte[] image;
         try
         {
-            image = Qcow2Image.Layout((long)q.Size, q.BackingFile, q.BackingFile is null ? null : q.BackingFmt,
+            image = Qcow2Image.Layout(negative ? 0 : (long)q.Size, q.BackingFile, q.BackingFile is null ? null : q.BackingFmt,
                 BitOperations.Log2(q.ClusterSize ?? (1UL << Qcow2Image.ClusterBits)), format);
         }
         catch (ArgumentException e)
@@ -268,6 +271,6 @@ public sealed partial class BlockEngine
         {
             return $"Could not write qcow2 header: {LinuxNative.ErrnoText(e.Errno)}";
         }
-        return null;
+        return negative ? "Could not resize image: Image size cannot be negative" : null;
     }
 }

@@ -110,7 +110,8 @@ public static class Qcow2Image
         long l2Coverage = (long)cluster / 8 * cluster;
         long l1Size = (size + l2Coverage - 1) / l2Coverage;
         if (l1Size * 8 > Qcow2Header.L1BytesMax) throw new ArgumentOutOfRangeException(nameof(size), "image too large for this cluster size");
-        long l1Clusters = Math.Max(1, (l1Size * 8 + cluster - 1) / cluster);
+        // An empty image has no L1 table at all: offset 0, and the file ends after the refcount block (as QEMU makes it).
+        long l1Clusters = (l1Size * 8 + cluster - 1) / cluster;
         int refcountBits = 1 << format.RefcountOrder;
         long perBlock = (long)cluster * 8 / refcountBits;
         long blocks = 1, tableClusters = 1;
@@ -133,7 +134,7 @@ public static class Qcow2Image
         BinaryPrimitives.WriteUInt64BigEndian(h[24..], (ulong)size);
         BinaryPrimitives.WriteUInt32BigEndian(h[32..], 0); // no encryption
         BinaryPrimitives.WriteUInt32BigEndian(h[36..], (uint)l1Size);
-        BinaryPrimitives.WriteUInt64BigEndian(h[40..], (ulong)(l1At * cluster));
+        BinaryPrimitives.WriteUInt64BigEndian(h[40..], l1Size == 0 ? 0 : (ulong)(l1At * cluster));
         BinaryPrimitives.WriteUInt64BigEndian(h[48..], (ulong)(tableAt * cluster));
         BinaryPrimitives.WriteUInt32BigEndian(h[56..], (uint)tableClusters);
         int pos = HeaderLengthV2;
