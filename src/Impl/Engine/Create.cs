@@ -33,7 +33,7 @@ public sealed partial class BlockEngine
     /// <summary>The largest QAPI size a host file length can take (off_t).</summary>
     private const ulong FileSizeMax = long.MaxValue;
 
-    private const int Enoent = 2;
+    private const int Enoent = 2, Eisdir = 21;
 
     private QmpError? Create(BlockdevCreate c)
     {
@@ -82,9 +82,11 @@ public sealed partial class BlockEngine
         {
             handle = File.OpenHandle(Services.Storage.Resolve(f.Filename), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
         {
-            return QmpError.Generic($"Could not create '{f.Filename}': {LinuxNative.ErrnoText(HostErrno(e))}");
+            // .NET reports a directory as access denied; open(2) says EISDIR, and an empty name ENOENT.
+            int errno = Directory.Exists(Services.Storage.Resolve(f.Filename)) ? Eisdir : HostErrno(e);
+            return QmpError.Generic($"Could not create '{f.Filename}': {LinuxNative.ErrnoText(errno)}");
         }
         job.Release = handle.Dispose;
         job.Rest = () =>
@@ -135,7 +137,7 @@ public sealed partial class BlockEngine
     /// <summary>The errno behind a host file exception (.NET names the common ones by type rather than by HResult).</summary>
     private static int HostErrno(Exception e) => e switch
     {
-        FileNotFoundException or DirectoryNotFoundException => Enoent,
+        FileNotFoundException or DirectoryNotFoundException or ArgumentException => Enoent,
         UnauthorizedAccessException => Errnos.EACCES,
         IOException io => DriverOptions.ErrnoOf(io),
         _ => Errnos.EIO,
@@ -257,19 +259,25 @@ public sealed partial class BlockEngine
             return $"Could not create the qcow2 image: {e.Message}";
         }
         var node = bb.Root!.Node;
-        if (node.Length < image.Length)
+        int length = image.Length;
+        if (node.Length < length)
         {
-            if (node.Driver is not FileDriver file) return $"Could not write qcow2 header: {LinuxNative.ErrnoText(Errnos.ENOSPC)}";
-            if (file.Truncate(image.Length) is { } terr) return $"Could not write qcow2 header: {terr.Desc}";
+            // The BlockBackend may write past the end: a file grows; other nodes (null-co) keep nothing there.
+            if (node.Driver is FileDriver file && file.Truncate(length) is { } terr) return $"Could not write qcow2 header: {terr.Desc}";
+            if (node.Driver is not FileDriver) length = (int)node.Length;
         }
         try
         {
-            bb.WriteAsync(0, image).AsTask().GetAwaiter().GetResult();
+            bb.WriteAsync(0, image.AsMemory(0, length)).AsTask().GetAwaiter().GetResult();
             bb.FlushAsync().AsTask().GetAwaiter().GetResult();
+            // qcow2_co_create then opens what it wrote: a node that did not keep it (null-co) is no qcow2 image.
+            var magic = new byte[sizeof(uint)];
+            if (node.Length >= magic.Length) bb.ReadAsync(0, magic).AsTask().GetAwaiter().GetResult();
+            if (System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(magic) != Qcow2Image.Magic) return "Image is not in qcow2 format";
         }
-        catch (BlockIOException e)
+        catch (IOException e)
         {
-            return $"Could not write qcow2 header: {LinuxNative.ErrnoText(e.Errno)}";
+            return $"Could not write qcow2 header: {LinuxNative.ErrnoText(DriverOptions.ErrnoOf(e))}";
         }
         return negative ? "Could not resize image: Image size cannot be negative" : null;
     }

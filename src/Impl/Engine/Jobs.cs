@@ -182,7 +182,8 @@ public sealed partial class BlockEngine
     {
         foreach (var job in jobs.Values.OrderBy(j => j.Seq))
         {
-            if (job.UserPaused || job.Status is not (JobStatus.Running or JobStatus.Ready)) continue;
+            // Drains pause jobs through their nodes (child_job); a create job has none.
+            if (!job.IsBlockJob || job.UserPaused || job.Status is not (JobStatus.Running or JobStatus.Ready)) continue;
             if (below is not null && !job.Edges.Exists(e => Reaches(e.Node, below))) continue;
             var status = job.Status;
             job.Move(status == JobStatus.Ready ? JobStatus.Standby : JobStatus.Paused);
