@@ -258,6 +258,7 @@ public sealed partial class BlockEngine
         {
             return $"Could not create the qcow2 image: {e.Message}";
         }
+        System.Diagnostics.Debug.Assert(bb.Root is not null, "the job's BlockBackend holds the node until the job ends");
         var node = bb.Root!.Node;
         int length = image.Length;
         if (node.Length < length)

@@ -38,6 +38,8 @@ public sealed class CreateJob : BlockJob
     /// <summary>Ends the job's work with <paramref name="error"/> (null: success); its progress becomes 1 of 1.</summary>
     internal void Done(string? error)
     {
+        System.Diagnostics.Debug.Assert(Status == Vocabulary.Jobs.JobStatus.Running, "a create job's work ends while it runs");
+        System.Diagnostics.Debug.Assert(Offset == 0, "a create job's work ends once");
         Error = error;
         Offset = 1;
         Rest = null;
