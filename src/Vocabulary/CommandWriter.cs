@@ -50,6 +50,7 @@ public static class CommandWriter
             Jobs.BlockdevBackup b => Backup(b),
             Jobs.JobCommand j => Job(j),
             Jobs.BlockdevMirror m => Mirror(m),
+            Jobs.BlockdevCreate b => (JsonObject)b.Arguments.DeepClone(),
             _ => throw new ArgumentException($"cannot write {c.Name}", nameof(c)),
         };
     }

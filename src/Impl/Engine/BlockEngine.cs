@@ -146,6 +146,7 @@ public sealed partial class BlockEngine : IDisposable
         BlockdevBackup => DrainAll() ?? RunTransaction([c], false),
         JobCommand j => JobVerbCommand(j),
         BlockdevMirror m => Mirror(m),
+        BlockdevCreate b => Create(b),
         _ => new QmpError(ErrorClass.CommandNotFound, $"The command {c.Name} has not been found"),
     };
 

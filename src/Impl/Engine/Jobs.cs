@@ -104,7 +104,7 @@ public sealed partial class BlockEngine
     {
         if (job.Cancelled && job.Status != JobStatus.Aborting) job.Move(JobStatus.Aborting);
         CleanJob(job);
-        job.Emit(job.Cancelled ? "BLOCK_JOB_CANCELLED" : "BLOCK_JOB_COMPLETED", job.EndInfo());
+        if (job.IsBlockJob) job.Emit(job.Cancelled ? "BLOCK_JOB_CANCELLED" : "BLOCK_JOB_COMPLETED", job.EndInfo());
         job.Move(JobStatus.Concluded);
         if (job.AutoDismiss) DismissJob(job);
     }
@@ -122,6 +122,7 @@ public sealed partial class BlockEngine
     /// </summary>
     private void CleanJob(BlockJob job)
     {
+        if (job is CreateJob cj) CleanCreate(cj);
         if (job is MirrorJob m)
         {
             // mirror_run's last pass, with I/O drained: what guest writes dirtied since the first copy.
@@ -179,7 +180,8 @@ public sealed partial class BlockEngine
     {
         foreach (var job in jobs.Values.OrderBy(j => j.Seq))
         {
-            if (job.UserPaused || job.Status is not (JobStatus.Running or JobStatus.Ready)) continue;
+            // Drains pause jobs through their nodes (child_job); a create job has none.
+            if (!job.IsBlockJob || job.UserPaused || job.Status is not (JobStatus.Running or JobStatus.Ready)) continue;
             if (below is not null && !job.Edges.Exists(e => Reaches(e.Node, below))) continue;
             var status = job.Status;
             job.Move(status == JobStatus.Ready ? JobStatus.Standby : JobStatus.Paused);
@@ -197,7 +199,7 @@ public sealed partial class BlockEngine
     /// <summary>A job command (verbs on an existing job); QEMU's lookup errors, then its checks in order.</summary>
     private QmpError? JobVerbCommand(JobCommand c)
     {
-        if (!jobs.TryGetValue(c.Id, out var job))
+        if (!jobs.TryGetValue(c.Id, out var job) || (c.IsBlockJobCommand && !job.IsBlockJob))
             return c.IsBlockJobCommand ? new QmpError(ErrorClass.DeviceNotActive, $"Block job '{c.Id}' not found") : QmpError.Generic("Job not found");
         switch (c.Verb)
         {
@@ -453,9 +455,9 @@ public sealed partial class BlockEngine
 
     /// <summary>The mirror jobs' BlockBackends on their targets (listed with the other backends).</summary>
     private IEnumerable<RootParent> JobBackends() =>
-        jobs.Values.OfType<MirrorJob>().Select(m => m.TargetParent).OfType<RootParent>();
+        jobs.Values.OfType<MirrorJob>().Select(m => m.TargetParent).Concat<RootParent?>(jobs.Values.OfType<CreateJob>().Select(c => c.Backend)).OfType<RootParent>();
 
     private JsonArray JobQuery(string command) => command == "query-jobs"
         ? new JsonArray([.. jobs.Values.OrderByDescending(j => j.Seq).Select(j => (JsonNode)j.JobInfo())])
-        : new JsonArray([.. jobs.Values.OrderByDescending(j => j.Seq).Select(j => (JsonNode)j.BlockJobInfo())]);
+        : new JsonArray([.. jobs.Values.Where(j => j.IsBlockJob).OrderByDescending(j => j.Seq).Select(j => (JsonNode)j.BlockJobInfo())]);
 }

@@ -42,7 +42,8 @@ public sealed partial class BlockEngine
             nodeList.Add(new JsonObject { ["id"] = Id(r), ["type"] = "block-backend", ["name"] = r.GraphName });
             if (r.Root is { } root) Edge(r, root);
         }
-        foreach (var j in jobs.Values.OrderByDescending(j => j.Seq))
+        // Only block jobs are graph nodes; a create job's BlockBackend is listed with the backends.
+        foreach (var j in jobs.Values.Where(j => j.IsBlockJob).OrderByDescending(j => j.Seq))
         {
             nodeList.Add(new JsonObject { ["id"] = Id(j), ["type"] = "block-job", ["name"] = j.Id });
             foreach (var c in j.Edges) Edge(j, c);

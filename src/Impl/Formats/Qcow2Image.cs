@@ -23,6 +23,18 @@ public static class Qcow2Image
     /// <summary>The v3 header length qemu-img writes: with the compression-type byte, padded to 8.</summary>
     private const int HeaderLength = 112;
 
+    /// <summary>The v2 header length: extensions start right after it.</summary>
+    private const int HeaderLengthV2 = 72;
+
+    /// <summary>The oldest and newest qcow2 versions Verified creates.</summary>
+    public const int VersionMin = 2;
+
+    /// <inheritdoc cref="VersionMin"/>
+    public const int VersionMax = 3;
+
+    /// <summary>Widest refcount: 2^6 = 64 bits.</summary>
+    public const int RefcountOrderMax = 6;
+
     /// <summary>Header extension: the feature name table.</summary>
     private const uint ExtFeatureTable = 0x6803f857;
 
@@ -81,9 +93,34 @@ public static class Qcow2Image
         return pos;
     }
 
-    /// <summary>The bytes of a new empty image (header, refcount table, refcount blocks, L1 table), for <see cref="Create"/>.</summary>
-    public static byte[] Layout(long size, string? backingFile, string? backingFormat, int clusterBits)
+    /// <summary>
+    /// Sets refcount entry <paramref name="index"/> of a refcount block to 1: entries of 8 bits and more are
+    /// big-endian; narrower ones are packed from each byte's least significant bit, as the qcow2 spec lays them.
+    /// </summary>
+    private static void SetRefcountOne(Span<byte> block, long index, int bits)
     {
+        long bit = index * bits;
+        if (bits < 8) block[(int)(bit / 8)] |= (byte)(1 << (int)(bit % 8));
+        else block[(int)(bit / 8) + bits / 8 - 1] = 1;
+    }
+
+    /// <summary>The bytes of a new empty image (header, refcount table, refcount blocks, L1 table), for <see cref="Create"/>.</summary>
+    public static byte[] Layout(long size, string? backingFile, string? backingFormat, int clusterBits) =>
+        Layout(size, backingFile, backingFormat, clusterBits, new Qcow2Format());
+
+    /// <summary>
+    /// The bytes of a new empty image in <paramref name="format"/> (version, refcount width, lazy refcounts), as
+    /// QEMU's qcow2_co_create writes them into an empty file: every byte from 0 to the end of the L1 table's entries.
+    /// </summary>
+    public static byte[] Layout(long size, string? backingFile, string? backingFormat, int clusterBits, Qcow2Format format)
+    {
+        ArgumentNullException.ThrowIfNull(format);
+        ArgumentOutOfRangeException.ThrowIfLessThan(format.Version, VersionMin);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(format.Version, VersionMax);
+        ArgumentOutOfRangeException.ThrowIfNegative(format.RefcountOrder);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(format.RefcountOrder, RefcountOrderMax);
+        if (format.Version < 3 && (format.RefcountOrder != RefcountOrder || format.LazyRefcounts))
+            throw new ArgumentException("version 2 images have 16-bit refcounts and no lazy refcounts", nameof(format));
         ArgumentOutOfRangeException.ThrowIfNegative(size);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(size, SizeMax);
         ArgumentOutOfRangeException.ThrowIfLessThan(clusterBits, Qcow2Header.ClusterBitsMin);
@@ -93,8 +130,10 @@ public static class Qcow2Image
         long l2Coverage = (long)cluster / 8 * cluster;
         long l1Size = (size + l2Coverage - 1) / l2Coverage;
         if (l1Size * 8 > Qcow2Header.L1BytesMax) throw new ArgumentOutOfRangeException(nameof(size), "image too large for this cluster size");
-        long l1Clusters = Math.Max(1, (l1Size * 8 + cluster - 1) / cluster);
-        long perBlock = (long)cluster * 8 / (1 << RefcountOrder);
+        // An empty image has no L1 table at all: offset 0, and the file ends after the refcount block (as QEMU makes it).
+        long l1Clusters = (l1Size * 8 + cluster - 1) / cluster;
+        int refcountBits = 1 << format.RefcountOrder;
+        long perBlock = (long)cluster * 8 / refcountBits;
         long blocks = 1, tableClusters = 1;
         for (int i = 0; i < 8; i++)
         {
@@ -110,22 +149,27 @@ public static class Qcow2Image
         var image = new byte[clusters * cluster];
         var h = image.AsSpan();
         BinaryPrimitives.WriteUInt32BigEndian(h[0..], Magic);
-        BinaryPrimitives.WriteUInt32BigEndian(h[4..], 3);
+        BinaryPrimitives.WriteUInt32BigEndian(h[4..], (uint)format.Version);
         BinaryPrimitives.WriteUInt32BigEndian(h[20..], (uint)clusterBits);
         BinaryPrimitives.WriteUInt64BigEndian(h[24..], (ulong)size);
         BinaryPrimitives.WriteUInt32BigEndian(h[32..], 0); // no encryption
         BinaryPrimitives.WriteUInt32BigEndian(h[36..], (uint)l1Size);
-        BinaryPrimitives.WriteUInt64BigEndian(h[40..], (ulong)(l1At * cluster));
+        BinaryPrimitives.WriteUInt64BigEndian(h[40..], l1Size == 0 ? 0 : (ulong)(l1At * cluster));
         BinaryPrimitives.WriteUInt64BigEndian(h[48..], (ulong)(tableAt * cluster));
         BinaryPrimitives.WriteUInt32BigEndian(h[56..], (uint)tableClusters);
-        BinaryPrimitives.WriteUInt32BigEndian(h[96..], RefcountOrder);
-        BinaryPrimitives.WriteUInt32BigEndian(h[100..], HeaderLength);
+        int pos = HeaderLengthV2;
+        if (format.Version >= 3)
+        {
+            // The v3 fields: feature bits (lazy refcounts is compatible bit 0), refcount order, header length.
+            if (format.LazyRefcounts) BinaryPrimitives.WriteUInt64BigEndian(h[80..], 1);
+            BinaryPrimitives.WriteUInt32BigEndian(h[96..], (uint)format.RefcountOrder);
+            BinaryPrimitives.WriteUInt32BigEndian(h[100..], HeaderLength);
+            pos = HeaderLength;
+        }
         for (long b = 0; b < blocks; b++)
             BinaryPrimitives.WriteUInt64BigEndian(h[(int)(tableAt * cluster + b * 8)..], (ulong)((blocksAt + b) * cluster));
-        for (long c = 0; c < clusters; c++)
-            BinaryPrimitives.WriteUInt16BigEndian(h[(int)(blocksAt * cluster + c * 2)..], 1);
+        for (long c = 0; c < clusters; c++) SetRefcountOne(h[(int)(blocksAt * cluster)..], c, refcountBits);
 
-        int pos = HeaderLength;
         if (backingFormat is not null)
         {
             var fmt = Encoding.UTF8.GetBytes(backingFormat);
@@ -134,7 +178,8 @@ public static class Qcow2Image
             fmt.CopyTo(h[(pos + 8)..]);
             pos += 8 + ((fmt.Length + 7) & ~7);
         }
-        pos = WriteFeatureTable(h, pos, cluster);
+        // qemu-img leaves the feature table out of v2 images.
+        if (format.Version >= 3) pos = WriteFeatureTable(h, pos, cluster);
         pos += 8; // end-of-extensions marker: type 0, length 0 (already zero)
         if (backingFile is not null)
         {
@@ -148,3 +193,9 @@ public static class Qcow2Image
         return l1Size == 0 ? image : image[..(int)(l1At * cluster + l1Size * 8)];
     }
 }
+
+/// <summary>What a new qcow2 image's header declares beyond its size, clusters and backing file.</summary>
+/// <param name="Version">2 (compat 0.10) or 3 (compat 1.1).</param>
+/// <param name="RefcountOrder">Refcount width exponent (0 … 6); 4 (16 bits) for version 2.</param>
+/// <param name="LazyRefcounts">The lazy refcounts compatible feature (version 3 only).</param>
+public sealed record Qcow2Format(int Version = 3, int RefcountOrder = Qcow2Image.RefcountOrder, bool LazyRefcounts = false);

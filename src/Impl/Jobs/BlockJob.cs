@@ -41,6 +41,9 @@ public abstract class BlockJob : IBlockParent
     /// <summary>The current status.</summary>
     public JobStatus Status => machine.Status;
 
+    /// <summary>Whether the job is a block job (listed by query-block-jobs, sends BLOCK_JOB_* events); a create job is not.</summary>
+    public virtual bool IsBlockJob => true;
+
     /// <summary>Finalizes by itself once pending (auto-finalize).</summary>
     public bool AutoFinalize { get; }
 

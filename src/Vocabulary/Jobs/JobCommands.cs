@@ -77,10 +77,10 @@ public static class JobCommandParser
     };
 
     /// <summary>Every job command name (for command tables), queries included.</summary>
-    public static IReadOnlyList<string> CommandNames { get; } = ["blockdev-backup", "blockdev-mirror", .. Verbs.Keys, "query-jobs", "query-block-jobs"];
+    public static IReadOnlyList<string> CommandNames { get; } = ["blockdev-backup", "blockdev-mirror", "blockdev-create", .. Verbs.Keys, "query-jobs", "query-block-jobs"];
 
     /// <summary>Whether <paramref name="name"/> is a command this parser reads.</summary>
-    public static bool Handles(string name) => name is "blockdev-backup" or "blockdev-mirror" or "query-jobs" or "query-block-jobs" || Verbs.ContainsKey(name);
+    public static bool Handles(string name) => name is "blockdev-backup" or "blockdev-mirror" or "blockdev-create" or "query-jobs" or "query-block-jobs" || Verbs.ContainsKey(name);
 
     /// <summary>Parses a job command (or the blockdev-backup transaction action, with <paramref name="prefix"/>).</summary>
     public static (Command? Command, QmpError? Error) Parse(string name, JsonObject args, string prefix)
@@ -88,6 +88,7 @@ public static class JobCommandParser
         ArgumentNullException.ThrowIfNull(name);
         ArgumentNullException.ThrowIfNull(args);
         if (name is "query-jobs" or "query-block-jobs") return Checked(args, prefix, [], () => new Query(name));
+        if (name == "blockdev-create") return CreateParser.Parse(args);
         if (name == "blockdev-backup")
         {
             return Checked(args, prefix, BackupFields, () => new BlockdevBackup(S(args, "job-id"), S(args, "device")!, S(args, "target")!,
