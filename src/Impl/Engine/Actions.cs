@@ -269,8 +269,9 @@ public sealed partial class BlockEngine
         return null;
     }
 
-    /// <summary>A bitmap is busy while an export serves it (QEMU's bdrv_dirty_bitmap_set_busy).</summary>
-    private bool BitmapBusy(BlockNode node, string name) => exports.Values.Any(e => e.BitmapNode == node && e.Bitmaps.Contains(name));
+    /// <summary>A bitmap is busy while an export serves it (QEMU's bdrv_dirty_bitmap_set_busy) or a backup syncs from it.</summary>
+    private bool BitmapBusy(BlockNode node, string name) =>
+        exports.Values.Any(e => e.BitmapNode == node && e.Bitmaps.Contains(name)) || node.BitmapList.Exists(b => b.Name == name && b.Frozen);
 
     private static string BitmapBusyText(string name) => $"Bitmap '{name}' is currently in use by another operation and cannot be used";
 

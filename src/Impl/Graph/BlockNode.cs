@@ -11,6 +11,9 @@ public sealed record BitmapInfo(string Name, long Granularity, bool Enabled, boo
 
     /// <summary>The bitmap's contents (shared by the copies <c>with</c> makes when it is enabled or disabled).</summary>
     public DirtyBits? Bits { get; init; }
+
+    /// <summary>A backup's sync bitmap while the job lives: busy, and writes go to its successor instead (QEMU's create_successor).</summary>
+    public bool Frozen { get; init; }
 }
 
 /// <summary>
