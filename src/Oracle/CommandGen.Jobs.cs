@@ -67,7 +67,10 @@ public sealed partial class CommandGen
         // A writable target mostly: a read-only one is refused (the filter writes to it).
         if (same.Count > 1 && !Chance(4) && same.Where(n => !s.Graph.Nodes[n].ReadOnly).ToList() is { Count: > 0 } writable) same = writable;
         string target = same.Count > 0 && !Chance(6) ? One(same) : known.Count > 0 && !Chance(10) ? One(known) : "nosuch";
-        return new BlockdevBackup(Chance(12) ? "1bad" : One(JobIds), source, target, One(SyncModes), null, Chance(12) ? -1 : null,
+        var sync = One(SyncModes);
+        // sync=top only where the model can tell what the source's own layer holds (not a qcow2 image).
+        if (sync == "top" && s.Graph.Find(source) is not null && BlockJobs.TopLayer(s, source) == BlockJobs.Layer.Unknown) sync = "full";
+        return new BlockdevBackup(Chance(12) ? "1bad" : One(JobIds), source, target, sync, null, Chance(12) ? -1 : null,
             AutoFinalize: !Chance(4), AutoDismiss: !Chance(4), FilterNodeName: null);
     }
 
