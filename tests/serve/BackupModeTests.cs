@@ -1,7 +1,8 @@
 // Backup's modes through the daemon's dispatcher with jobs run only when told (RunJobsInBackground off):
 // the rate limit on a fake clock (the bytes copied by any time stay within speed × time plus one chunk,
 // and set-speed changes it live), sync=top over a layer that holds nothing (nothing copied, len 0),
-// sync=bitmap (only dirty clusters copied; the bitmap busy while the job lives; on-success keeps only the
+// sync=top of a qcow2 overlay (with qemu-img and qemu-io when installed: only the overlay's clusters reach
+// the target), sync=bitmap (only dirty clusters copied; the bitmap busy while the job lives; on-success keeps only the
 // writes made meanwhile, never merges them back), and the stop error policy (BLOCK_JOB_ERROR, a pause with
 // io-status failed, resume retries to the end). Images are small files in a temporary folder.
 using System.Text.Json.Nodes;
@@ -119,6 +120,46 @@ public sealed class BackupModeTests
             Ok(d, "job-dismiss", new JsonObject { ["id"] = "j0" });
             Ok(d, "blockdev-del", new JsonObject { ["node-name"] = "tgt" });
             Assert.All(File.ReadAllBytes(path), b => Assert.Equal(7, b));
+        }
+        finally
+        {
+            d.Dispose();
+            engine.Dispose();
+            Directory.Delete(dir, true);
+        }
+    }
+
+    // sync=top of a qcow2 overlay (images made and checked by qemu-img / qemu-io): only the overlay's own clusters reach the target, len counts them.
+    [QemuFact]
+    public void Top_backup_of_a_qcow2_overlay_copies_only_its_own_clusters()
+    {
+        var (engine, d, _) = Engine();
+        var dir = Directory.CreateTempSubdirectory("verified-backup.").FullName;
+        try
+        {
+            string F(string n) => Path.Combine(dir, n);
+            void Tool(string program, params string[] args)
+            {
+                var r = NbdTools.Run(program, args);
+                Assert.True(r.Exit == 0, $"{program} {string.Join(' ', args)}: {r.Out}{r.Err}");
+            }
+            Tool("qemu-img", "create", "-f", "qcow2", F("base.qcow2"), "1M");
+            Tool("qemu-io", "-c", "write -P 1 0 128k", F("base.qcow2"));
+            Tool("qemu-img", "create", "-f", "qcow2", "-b", F("base.qcow2"), "-F", "qcow2", F("top.qcow2"), "1M");
+            Tool("qemu-io", "-c", "write -P 3 64k 128k", "-c", "write -P 4 960k 64k", F("top.qcow2"));
+            Tool("qemu-img", "create", "-f", "raw", F("t.raw"), "1M");
+            Tool("qemu-io", "-f", "raw", "-c", "write -P 9 0 1M", F("t.raw"));
+            Ok(d, "blockdev-add", new JsonObject { ["driver"] = "qcow2", ["node-name"] = "base", ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = F("base.qcow2") } });
+            Ok(d, "blockdev-add", new JsonObject { ["driver"] = "qcow2", ["node-name"] = "top", ["backing"] = "base", ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = F("top.qcow2") } });
+            Ok(d, "blockdev-add", new JsonObject { ["driver"] = "raw", ["node-name"] = "tgt", ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = F("t.raw") } });
+            Ok(d, "blockdev-backup", new JsonObject { ["job-id"] = "j0", ["device"] = "top", ["target"] = "tgt", ["sync"] = "top", ["auto-dismiss"] = false });
+            Assert.Equal(1, d.RunJobs());
+            Assert.Equal(3 * ClusterBytes, engine.Jobs.Single().Len);
+            Assert.Equal(3 * ClusterBytes, engine.Jobs.Single().Offset);
+            Ok(d, "job-dismiss", new JsonObject { ["id"] = "j0" });
+            Ok(d, "blockdev-del", new JsonObject { ["node-name"] = "tgt" });
+            // Cluster 0 lives in the base only: not copied (the target keeps 9); the overlay's three clusters are.
+            Tool("qemu-io", "-f", "raw", "-c", "read -P 9 0 64k", "-c", "read -P 3 64k 128k", "-c", "read -P 9 192k 768k", "-c", "read -P 4 960k 64k", F("t.raw"));
         }
         finally
         {
