@@ -249,6 +249,34 @@ public sealed class BackupModeTests
         }
     }
 
+    // on-target-error=ignore: a write error once sends BLOCK_JOB_ERROR (write, ignore); that run counts as a move (the job wants another), and the next run ends it.
+    [Fact]
+    public void Ignore_policy_retries_at_the_next_run()
+    {
+        var (engine, d, events) = Engine();
+        using (engine)
+        using (d)
+        {
+            Ok(d, "blockdev-add", NullCo("src", 4 * ClusterBytes, true));
+            Ok(d, "blockdev-add", new JsonObject
+            {
+                ["driver"] = "raw", ["node-name"] = "tgt",
+                ["file"] = new JsonObject
+                {
+                    ["driver"] = "blkdebug", ["node-name"] = "dbg", ["image"] = NullCo("null", 4 * ClusterBytes, true),
+                    ["inject-error"] = new JsonArray(new JsonObject { ["event"] = "write_aio", ["errno"] = (long)Errnos.EIO, ["once"] = true }),
+                },
+            });
+            Ok(d, "blockdev-backup", new JsonObject { ["job-id"] = "j0", ["device"] = "src", ["target"] = "tgt", ["sync"] = "full", ["on-target-error"] = "ignore" });
+            events.Clear();
+            Assert.Equal(1, d.RunJobs());
+            Assert.Equal(["ERROR write ignore"], events);
+            Assert.Equal("running", engine.Jobs.Single().JobInfo()["status"]!.GetValue<string>());
+            Assert.Equal(1, d.RunJobs());
+            Assert.Equal(["ERROR write ignore", "waiting", "pending", "BLOCK_JOB_COMPLETED", "concluded", "null"], events);
+        }
+    }
+
     // The policies map to actions as block_job_error_action does: enospc and auto stop only on ENOSPC.
     [Theory]
     [InlineData("report", Errnos.ENOSPC, "report")]

@@ -89,8 +89,10 @@ public sealed partial class BlockEngine
                 var (status, offset) = (job.Status, job.Offset);
                 if (!job.Work())
                 {
-                    // Work stopped short (a rate limit's sleep, an error that stopped the job): it moved if anything changed.
-                    if (job.Status != status || job.Offset != offset) moved++;
+                    // Work stopped short (a rate limit's sleep, an error that stopped the job): it moved if anything changed,
+                    // or if it ignored an error and wants to retry (the daemon's runner bounds the retries per kick).
+                    if (job.Status != status || job.Offset != offset || job is BackupJob { IgnoredError: true }) moved++;
+                    if (job is BackupJob b) b.IgnoredError = false;
                     continue;
                 }
                 moved++;

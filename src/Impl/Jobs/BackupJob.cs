@@ -23,6 +23,7 @@ public sealed class BackupJob : BlockJob, IHiddenBitmaps
     private bool[] plan = [];
     private long nextCluster;
     private long chunkEnd;
+    private int startErrno;
 
     internal BackupJob(string id, long seq, bool autoFinalize, bool autoDismiss, long speed, string sync, IClock clock, Action<JobEvent> emit)
         : base(id, seq, autoFinalize, autoDismiss, speed, emit)
@@ -46,6 +47,9 @@ public sealed class BackupJob : BlockJob, IHiddenBitmaps
 
     /// <summary>The sync bitmap (its node and name) and what happens to it at the end (on-success, never, always); null without one.</summary>
     internal SyncBitmap? Bitmap { get; init; }
+
+    /// <summary>Set when a run ended on an error the policy ignored: the job wants another run at once.</summary>
+    internal bool IgnoredError { get; set; }
 
     /// <summary>When the job may copy again (clock nanoseconds) after exceeding its rate; 0 when not sleeping.</summary>
     internal long SleepUntilNs { get; private set; }
@@ -85,9 +89,23 @@ public sealed class BackupJob : BlockJob, IHiddenBitmaps
         for (long c = 0; c < plan.Length; c++)
         {
             long bytes = Math.Min(size, length - c * size);
+            bool top = false;
+            if (Sync == "top")
+            {
+                try
+                {
+                    top = TopAllocated(source, c * size, bytes);
+                }
+                catch (BlockIOException e)
+                {
+                    // backup_run returns the block-status error: the job fails at its first run, with no error policy.
+                    startErrno = e.Errno;
+                    return;
+                }
+            }
             plan[c] = Sync switch
             {
-                "top" => TopAllocated(source, c * size, bytes),
+                "top" => top,
                 "bitmap" => Bitmap!.Bits.Status(c * size, bytes) is var (dirty, run) && (dirty || run < bytes),
                 _ => true,
             };
@@ -113,6 +131,11 @@ public sealed class BackupJob : BlockJob, IHiddenBitmaps
     internal override bool Work()
     {
         if (!HasWork) return false;
+        if (startErrno != 0)
+        {
+            Error = Errnos.Strerror(startErrno);
+            return true;
+        }
         var cbw = Cbw;
         bool mutant = Filter!.Mutation == Engine.EngineMutation.BackupCopiesCurrentData;
         long size = cbw.ClusterSize;
@@ -173,7 +196,8 @@ public sealed class BackupJob : BlockJob, IHiddenBitmaps
                 IoStatus = r.Errno == Errnos.ENOSPC ? "nospace" : "failed";
                 return false;
             default:
-                // ignore: the copy is tried again on the next run.
+                // ignore: the copy is tried again on the next run (QEMU retries at once).
+                IgnoredError = true;
                 return false;
         }
     }
