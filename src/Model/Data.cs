@@ -279,7 +279,7 @@ public static class Data
         int count = data.Length;
         var source = Child(s.Graph, cbw, "file")!;
         long first = sector / CbwClusterSectors, last = (sector + count - 1) / CbwClusterSectors;
-        var (copiedState, copyErr) = CopyClusters(s, cbw, first, last);
+        var (copiedState, copyErr, _) = CopyClusters(s, cbw, first, last);
         if (copyErr != 0) return (copiedState, copyErr);
         var done = copiedState.Data.Done.GetValueOrDefault(cbw.Seq, ImmutableSortedSet<long>.Empty);
         for (long c = first; c <= last; c++) done = done.Add(c);
@@ -291,7 +291,7 @@ public static class Data
     /// A backup job's copy: every cluster of the source its copy-before-write filter has not copied yet is copied
     /// to the target, in order; errno 0, or the first fault's (the state keeps the copies made before it).
     /// </summary>
-    public static (ModelState State, int Errno) CopyAll(ModelState s, Node cbw)
+    public static (ModelState State, int Errno, bool Read) CopyAll(ModelState s, Node cbw)
     {
         ArgumentNullException.ThrowIfNull(s);
         ArgumentNullException.ThrowIfNull(cbw);
@@ -300,7 +300,7 @@ public static class Data
     }
 
     /// <summary>Clusters <paramref name="firstCluster"/> … <paramref name="lastCluster"/> not yet copied go source → target, each once.</summary>
-    private static (ModelState, int) CopyClusters(ModelState s, Node cbw, long firstCluster, long lastCluster)
+    private static (ModelState, int, bool) CopyClusters(ModelState s, Node cbw, long firstCluster, long lastCluster)
     {
         var g = s.Graph;
         var source = Child(g, cbw, "file")!;
@@ -312,15 +312,15 @@ public static class Data
             if (copied.Contains(c)) continue;
             long first = c * CbwClusterSectors, end = Math.Min(first + CbwClusterSectors, sourceSectors);
             // A cluster is read whole, then written whole; a fault in either fails the guest's write.
-            if (ReadErrno(s, source, first, (int)(end - first)) is var readErr and not 0) return (s, readErr);
+            if (ReadErrno(s, source, first, (int)(end - first)) is var readErr and not 0) return (s, readErr, true);
             var old = new byte[end - first];
             for (long x = first; x < end; x++) old[x - first] = ReadSector(s, source, x) ?? 0;
             var (copy, err) = Write(s, target, first, old);
-            if (err != 0) return (s, err);
+            if (err != 0) return (s, err, false);
             copied = copied.Add(c);
             s = copy with { Data = copy.Data with { Copied = copy.Data.Copied.SetItem(cbw.Seq, copied) } };
         }
-        return (s, 0);
+        return (s, 0, false);
     }
 
     private static long RawOffset(Node n) => n.Options.TryGetValue("offset", out var o) ? long.Parse(o, System.Globalization.CultureInfo.InvariantCulture) : 0;

@@ -95,6 +95,12 @@ public sealed record Job(string Id, string Type, long Seq)
 
     /// <summary>The filter node the job inserted, until it ends.</summary>
     public string? Filter { get; init; }
+
+    /// <summary>The error policy for a failed read of the source (report, ignore, stop, enospc, auto).</summary>
+    public string OnSourceError { get; init; } = Vocabulary.Jobs.BlockdevBackup.OnErrorDefault;
+
+    /// <summary>The error policy for a failed write of the target.</summary>
+    public string OnTargetError { get; init; } = Vocabulary.Jobs.BlockdevBackup.OnErrorDefault;
 }
 
 /// <summary>A QOM object the block layer uses (throttle-group, iothread).</summary>

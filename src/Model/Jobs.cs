@@ -51,7 +51,7 @@ public static class BlockJobs
         var job = new Job(id, "backup", seq)
         {
             Status = JobStatus.Running, Sync = b.Sync, AutoFinalize = b.AutoFinalize, AutoDismiss = b.AutoDismiss, Speed = b.Speed ?? 0, Filter = cbw,
-            Length = length(b.Device),
+            Length = length(b.Device), OnSourceError = b.OnSourceError, OnTargetError = b.OnTargetError,
         };
         // block_job_create: the main node edge (the filter now has a parent and takes more below), then the speed.
         var r = Refreshed(tx.On(AttachJobEdge(g2 with { Jobs = g2.Jobs.SetItem(id, job) }, id, "main node", cbw)), [cbw]);
@@ -149,10 +149,26 @@ public static class BlockJobs
             if (job.Status != JobStatus.Running || job.UserPaused || job.Sync == "none" || job.Filter is null) continue;
             var cbw = s.Graph.Nodes[job.Filter];
             int errno = 0;
+            bool read = true;
             bool bytesKnown = Data.Predictable(s, cbw.Name);
             // Where the bytes are unknown (a null-co source without read-zeroes) the copy still meets the
             // host faults in order; the target's file then holds bytes the model does not know.
             var source = s.Graph.ChildEdge(cbw.Name, "file")!.Child;
+            var top = job.Sync == "top" ? TopLayer(s, source) : Layer.Full;
+            if (top == Layer.Empty)
+            {
+                // sync=top over a layer that holds nothing (null-co without read-zeroes): nothing to copy.
+                s = Finish(s, job, 0);
+                continue;
+            }
+            if (top == Layer.Unknown)
+            {
+                // Which clusters the layer holds is not modelled: the target's bytes become unknown (the generator
+                // makes sync=top backups only of layers the model can tell, so no fault meets such a copy).
+                if (s.Graph.ChildEdge(cbw.Name, "target") is { } ut) s = Forget(s, ut.Child);
+                s = Finish(s, job, 0);
+                continue;
+            }
             if (ReadsRefused(s.Graph, source)) errno = ENOTSUP;
             else if (job.Length is { } start && (Smaller(s, source, start) || s.Graph.ChildEdge(cbw.Name, "target") is { } tgt0 && Smaller(s, tgt0.Child, start)))
             {
@@ -160,19 +176,26 @@ public static class BlockJobs
                 // its end and fails, after copying what lay before; the model stops predicting the target's bytes.
                 errno = EINVAL;
                 bytesKnown = false;
+                // The end that is shorter fails first (a cluster is read before it is written).
+                read = Smaller(s, source, start) && !(s.Graph.ChildEdge(cbw.Name, "target") is { } t0 && Data.Size(s, t0.Child) < Data.Size(s, source));
             }
             // The copy needs both ends' bytes traced (an earlier job may have left the target's file unknown).
             else if (Data.Length(s, source) is not null && s.Graph.ChildEdge(cbw.Name, "target") is { } tg && Data.Length(s, tg.Child) is not null)
-                (s, errno) = Data.CopyAll(s, cbw);
+                (s, errno, read) = Data.CopyAll(s, cbw);
             else
             {
                 bytesKnown = false;
                 // Not traced, the copy still starts at cluster 0: a fault armed on the file it reads or writes first fails it.
                 if (job.Length is > 0)
                 {
-                    errno = FileAtStart(s.Graph, source) is { } rf && HostFaults.Of(s.Graph, rf, "read") is var re and not 0 ? re
-                        : s.Graph.ChildEdge(cbw.Name, "target") is { } tf && FileAtStart(s.Graph, tf.Child) is { } wf && HostFaults.Of(s.Graph, wf, "write") is var we and not 0 ? we
-                        : 0;
+                    errno = FileAtStart(s.Graph, source) is { } rf && HostFaults.Of(s.Graph, rf, "read") is var re and not 0 ? re : 0;
+                    if (errno == 0 && s.Graph.ChildEdge(cbw.Name, "target") is { } tf)
+                    {
+                        read = false;
+                        // A snapshot-access node on the way down refuses the write before it reaches any file.
+                        errno = WritesRefused(s.Graph, tf.Child) ? ENOTSUP
+                            : FileAtStart(s.Graph, tf.Child) is { } wf && HostFaults.Of(s.Graph, wf, "write") is var we and not 0 ? we : 0;
+                    }
                 }
             }
             if (!bytesKnown && s.Graph.ChildEdge(cbw.Name, "target") is { } t) s = Forget(s, t.Child);
@@ -183,11 +206,68 @@ public static class BlockJobs
                 bool qcow2Copied = FileAtStart(s.Graph, source) is { } from && s.Graph.ImageFormats.GetOr(from, Images.Qcow2) == Images.Qcow2;
                 s = s with { Graph = s.Graph with { ImageFormats = s.Graph.ImageFormats.SetItem(overwritten, qcow2Copied ? Images.Qcow2 : RawFormat) } };
             }
-            if (errno != 0) s = Finalize(With(s, job with { Status = JobStatus.Aborting }), job with { Status = JobStatus.Aborting }).Get();
-            else if (!job.AutoFinalize) s = With(s, job with { Status = JobStatus.Pending });
-            else s = Finalize(s, job with { Status = JobStatus.Pending }).Get();
+            s = errno == 0 ? Finish(s, job, 0) : Failed(s, job, errno, read);
         }
         return s;
+    }
+
+    /// <summary>
+    /// block_job_error_action: the failed side's policy decides. report ends the job; stop pauses it as a user
+    /// pause would (resume retries); ignore leaves it running to try again at the next run.
+    /// </summary>
+    private static ModelState Failed(ModelState s, Job job, int errno, bool read) =>
+        ErrorAction(read ? job.OnSourceError : job.OnTargetError, errno) switch
+        {
+            "stop" => With(s, job with { UserPaused = true, Status = JobStatus.Paused }),
+            "ignore" => s,
+            _ => Finish(s, job, errno),
+        };
+
+    /// <summary>QEMU's action for an error policy and errno: enospc and auto stop on ENOSPC and report anything else.</summary>
+    public static string ErrorAction(string policy, int errno) => policy switch
+    {
+        "enospc" or "auto" => errno == ENOSPC ? "stop" : "report",
+        "stop" or "ignore" => policy,
+        _ => "report",
+    };
+
+    /// <summary>errno of a full disk.</summary>
+    private const int ENOSPC = 28;
+
+    /// <summary>job_completed: a failed job (errno, error policy report) aborts; else it waits, is pending, and finalizes if it may.</summary>
+    private static ModelState Finish(ModelState s, Job job, int errno)
+    {
+        if (errno != 0) return Finalize(With(s, job with { Status = JobStatus.Aborting }), job with { Status = JobStatus.Aborting }).Get();
+        if (!job.AutoFinalize) return With(s, job with { Status = JobStatus.Pending });
+        return Finalize(s, job with { Status = JobStatus.Pending }).Get();
+    }
+
+    /// <summary>What a source's own layer holds, as bdrv_is_allocated tells sync=top.</summary>
+    public enum Layer
+    {
+        /// <summary>Every cluster (a protocol node, raw, null-co with read-zeroes): sync=top copies like full.</summary>
+        Full,
+
+        /// <summary>No cluster (null-co without read-zeroes).</summary>
+        Empty,
+
+        /// <summary>Some clusters, which the model does not follow (a qcow2 image).</summary>
+        Unknown,
+    }
+
+    /// <summary>The source's own layer below its filters: a format with its own allocation (qcow2) is unknown to the model; null-co holds data only with read-zeroes.</summary>
+    public static Layer TopLayer(ModelState s, string node)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        // Block status looks through QEMU's filters only: Verified's own x- test filters answer for themselves (all allocated).
+        var n = Data.DownPrimary(s.Graph, node).FirstOrDefault(x => !Drivers.IsFilter(x.Driver) || x.Driver.StartsWith("x-", StringComparison.Ordinal));
+        return n?.Driver switch
+        {
+            "qcow2" => Layer.Unknown,
+            { } d when d.StartsWith("x-", StringComparison.Ordinal) => Layer.Full,
+            "null-co" or "null-aio" => n.Options.GetOr("read-zeroes", "false") == "true" ? Layer.Full : Layer.Empty,
+            _ => Layer.Full,
+        };
     }
 
     /// <summary>The format a file gets when a copy puts anything but a qcow2 header at its start.</summary>
@@ -228,6 +308,9 @@ public static class BlockJobs
     private static bool ReadsRefused(Graph g, string node) =>
         Data.DownPrimary(g, node).FirstOrDefault(n => n.Driver == "snapshot-access") is { } sa
         && g.ChildEdge(sa.Name, "file") is { } c && g.Nodes[c.Child].Driver != "copy-before-write";
+
+    /// <summary>Whether writes to <paramref name="node"/> reach a snapshot-access node (which refuses every write).</summary>
+    private static bool WritesRefused(Graph g, string node) => Data.DownPrimary(g, node).Any(n => n.Driver == "snapshot-access");
 
     /// <summary>What the model can no longer predict: the host file under <paramref name="node"/> got bytes it does not know.</summary>
     private static ModelState Forget(ModelState s, string node)

@@ -67,9 +67,17 @@ public sealed partial class CommandGen
         // A writable target mostly: a read-only one is refused (the filter writes to it).
         if (same.Count > 1 && !Chance(4) && same.Where(n => !s.Graph.Nodes[n].ReadOnly).ToList() is { Count: > 0 } writable) same = writable;
         string target = same.Count > 0 && !Chance(6) ? One(same) : known.Count > 0 && !Chance(10) ? One(known) : "nosuch";
-        return new BlockdevBackup(Chance(12) ? "1bad" : One(JobIds), source, target, One(SyncModes), null, Chance(12) ? -1 : null,
-            AutoFinalize: !Chance(4), AutoDismiss: !Chance(4), FilterNodeName: null);
+        var sync = One(SyncModes);
+        // sync=top only where the model can tell what the source's own layer holds (not a qcow2 image).
+        if (sync == "top" && s.Graph.Find(source) is not null && BlockJobs.TopLayer(s, source) == BlockJobs.Layer.Unknown) sync = "full";
+        return new BlockdevBackup(Chance(12) ? "1bad" : One(JobIds), source, target, sync, null, Chance(12) ? -1 : null,
+            AutoFinalize: !Chance(4), AutoDismiss: !Chance(4), FilterNodeName: null, OnSourceError: Policy(), OnTargetError: Policy());
     }
+
+    /// <summary>The error policies, the default (report) most often.</summary>
+    private static readonly string[] Policies = ["report", "report", "stop", "ignore", "enospc"];
+
+    private string Policy() => One(Policies);
 
     /// <summary>Whether reads of <paramref name="node"/> pass a preallocate node (through file and image children).</summary>
     private static bool OverPreallocate(Graph g, string node) => Data.DownPrimary(g, node).Any(n => n.Driver == "preallocate");

@@ -60,6 +60,8 @@ public static class Events
         {
             case Vocabulary.Jobs.BlockdevBackup b:
                 yield return $"job: backup started, sync={b.Sync}";
+                if (b.OnSourceError != Vocabulary.Jobs.BlockdevBackup.OnErrorDefault) yield return $"job: backup started, on-source-error={b.OnSourceError}";
+                if (b.OnTargetError != Vocabulary.Jobs.BlockdevBackup.OnErrorDefault) yield return $"job: backup started, on-target-error={b.OnTargetError}";
                 break;
             case Vocabulary.Jobs.JobCommand j when before.Graph.Jobs.TryGetValue(j.Id, out var job):
                 yield return $"job: {j.Name} accepted in {Vocabulary.Jobs.JobTables.Name(job.Status)}";
@@ -69,6 +71,7 @@ public static class Events
                 {
                     var now = after.Graph.Jobs.TryGetValue(job.Id, out var n) ? Vocabulary.Jobs.JobTables.Name(n.Status) : "null";
                     if (now != Vocabulary.Jobs.JobTables.Name(job.Status)) yield return $"job: ran from {Vocabulary.Jobs.JobTables.Name(job.Status)} to {now}";
+                    else if (now == "running" && job.Sync != "none" && job.Filter is not null) yield return "job: ran and stays running (an ignored error)";
                 }
                 break;
         }

@@ -59,6 +59,9 @@ public static class CommandWriter
     {
         var o = JobStart(b.JobId, b.Device, b.Target, b.Sync, b.Speed, b.AutoFinalize, b.AutoDismiss, b.FilterNodeName);
         if (b.Bitmap is not null) o["bitmap"] = b.Bitmap;
+        if (b.BitmapMode is not null) o["bitmap-mode"] = b.BitmapMode;
+        if (b.OnSourceError != Jobs.BlockdevBackup.OnErrorDefault) o["on-source-error"] = b.OnSourceError;
+        if (b.OnTargetError != Jobs.BlockdevBackup.OnErrorDefault) o["on-target-error"] = b.OnTargetError;
         return o;
     }
 

@@ -289,8 +289,9 @@ public sealed partial class BlockEngine
 
     private static string BitmapInconsistentText(string name) => $"Bitmap '{name}' is inconsistent and cannot be used";
 
-    /// <summary>A bitmap is busy while an export serves it (QEMU's bdrv_dirty_bitmap_set_busy).</summary>
-    private bool BitmapBusy(BlockNode node, string name) => exports.Values.Any(e => e.BitmapNode == node && e.Bitmaps.Contains(name));
+    /// <summary>A bitmap is busy while an export serves it (QEMU's bdrv_dirty_bitmap_set_busy) or a backup syncs from it.</summary>
+    private bool BitmapBusy(BlockNode node, string name) =>
+        exports.Values.Any(e => e.BitmapNode == node && e.Bitmaps.Contains(name)) || node.BitmapList.Exists(b => b.Name == name && b.Frozen);
 
     private static string BitmapBusyText(string name) => $"Bitmap '{name}' is currently in use by another operation and cannot be used";
 

@@ -45,7 +45,25 @@ public sealed partial class BlockEngine
         }
     }
 
-    private static bool Runnable(BlockJob j) => j.CompletionPending || (j.Status == JobStatus.Running && !j.UserPaused && j.HasWork);
+    private bool Runnable(BlockJob j) =>
+        j.CompletionPending || (j.Status == JobStatus.Running && !j.UserPaused && j.HasWork && !(j is BackupJob b && b.Sleeping(Services.Clock.NowNs)));
+
+    /// <summary>
+    /// How long until a job that sleeps for its rate limit may copy again (nanoseconds on the engine's clock),
+    /// or null when none sleeps. The daemon waits this long and runs jobs again; a test advances its clock.
+    /// </summary>
+    public long? JobWakeDelayNs
+    {
+        get
+        {
+            lock (graphLock)
+            {
+                long now = Services.Clock.NowNs;
+                var sleeping = jobs.Values.OfType<BackupJob>().Where(b => b.Status == JobStatus.Running && !b.UserPaused && b.Sleeping(now)).ToList();
+                return sleeping.Count == 0 ? null : sleeping.Min(b => b.SleepUntilNs) - now;
+            }
+        }
+    }
 
     /// <summary>
     /// Runs every runnable job, oldest first, to its next state: its work done (or failed), it moves on as
@@ -67,7 +85,16 @@ public sealed partial class BlockEngine
                     Completed(job);
                     continue;
                 }
-                if (!Runnable(job) || !job.Work()) continue;
+                if (!Runnable(job)) continue;
+                var (status, offset) = (job.Status, job.Offset);
+                if (!job.Work())
+                {
+                    // Work stopped short (a rate limit's sleep, an error that stopped the job): it moved if anything changed,
+                    // or if it ignored an error and wants to retry (the daemon's runner bounds the retries per kick).
+                    if (job.Status != status || job.Offset != offset || job is BackupJob { IgnoredError: true }) moved++;
+                    if (job is BackupJob b) b.IgnoredError = false;
+                    continue;
+                }
                 moved++;
                 if (job is MirrorJob { Error: null } m) Ready(m);
                 else Completed(job);
@@ -103,6 +130,8 @@ public sealed partial class BlockEngine
     private void FinalizeJob(BlockJob job)
     {
         if (job.Cancelled && job.Status != JobStatus.Aborting) job.Move(JobStatus.Aborting);
+        // backup_commit / backup_abort: the sync bitmap's fate, while the filter still knows what is left to copy.
+        if (job is BackupJob bj) bj.CleanupBitmap(succeeded: job.Error is null && !job.Cancelled);
         CleanJob(job);
         if (job.IsBlockJob) job.Emit(job.Cancelled ? "BLOCK_JOB_CANCELLED" : "BLOCK_JOB_COMPLETED", job.EndInfo());
         job.Move(JobStatus.Concluded);
@@ -219,7 +248,8 @@ public sealed partial class BlockEngine
             case JobVerb.SetSpeed:
                 if (job.Refusal(JobVerb.SetSpeed) is { } ns) return ns;
                 if (c.Speed < 0) return QmpError.Generic("Parameter 'speed' expects a non-negative value");
-                job.Speed = c.Speed;
+                if (job is BackupJob sb) sb.SetSpeed(c.Speed);
+                else job.Speed = c.Speed;
                 return null;
             case JobVerb.Cancel:
                 if (job.Refusal(JobVerb.Cancel) is { } nc) return nc;
@@ -261,6 +291,8 @@ public sealed partial class BlockEngine
 
     private static void Resume(BlockJob job)
     {
+        // block_job_user_resume: the io-status an error left is reset.
+        job.IoStatus = "ok";
         job.UserPaused = false;
         if (job.Status == JobStatus.Paused) job.Move(JobStatus.Running);
         else if (job.Status == JobStatus.Standby) job.Move(JobStatus.Ready);
@@ -278,21 +310,23 @@ public sealed partial class BlockEngine
         if (!Live(b.Target, out var target)) return QmpError.Generic($"Cannot find device='{b.Target}' nor node-name='{b.Target}'");
         // blockdev_backup_prepare drains the source until the transaction's clean phase.
         DrainBlip(source);
-        if (b.Sync is "incremental" or "bitmap" && b.Bitmap is null) return QmpError.Generic($"must provide a valid bitmap name for '{b.Sync}' sync mode");
-        if (b.Bitmap is not null)
-        {
-            if (!source.BitmapList.Exists(x => x.Name == b.Bitmap)) return QmpError.Generic($"Bitmap '{b.Bitmap}' could not be found");
-            if (b.Sync != "incremental") return QmpError.Generic("Bitmap sync mode must be given when providing a bitmap");
-        }
+        if (BackupBitmapArgs(b, source) is { } bad) return bad;
+        // do_backup_common's desugaring: incremental is bitmap with on-success.
+        var (sync, mode) = b.Sync == "incremental" ? ("bitmap", "on-success") : (b.Sync, b.BitmapMode);
         if (source == target) return QmpError.Generic("Source and target cannot be the same");
         if ((JobBlocker(source) ?? JobBlocker(target)) is { } busy) return busy;
+        // backup_job_create: the sync bitmap gets its successor (and is busy) before the size check.
+        var syncBitmap = b.Bitmap is null ? null : FreezeSyncBitmap(tran, source, b.Bitmap, mode!);
         if (source.Length != target.Length) return QmpError.Generic("Source and target image have different sizes");
         var filter = InsertBackupFilter(tran, source, target, b.FilterNodeName);
         if (filter.Error is not null) return filter.Error;
         var id = b.JobId ?? "";
         if (!Names.IsWellFormed(id)) return QmpError.Generic($"Invalid job ID '{id}'");
         if (jobs.ContainsKey(id)) return QmpError.Generic($"Job ID '{id}' already in use");
-        var job = new BackupJob(id, NextSeq(), b.AutoFinalize, b.AutoDismiss, b.Speed ?? 0, b.Sync, jobEvents.Add) { Len = source.Length };
+        var job = new BackupJob(id, NextSeq(), b.AutoFinalize, b.AutoDismiss, Math.Max(0, b.Speed ?? 0), sync, Services.Clock, jobEvents.Add)
+        {
+            Len = source.Length, OnSourceError = b.OnSourceError, OnTargetError = b.OnTargetError, Bitmap = syncBitmap,
+        };
         jobs.Add(id, job);
         job.Move(JobStatus.Created);
         tran.Add(abort: () =>
@@ -322,10 +356,50 @@ public sealed partial class BlockEngine
         tran.Add(abort: null, commit: () =>
         {
             job.Move(JobStatus.Running);
+            job.Start();
             job.Move(JobStatus.Paused);
             job.Move(JobStatus.Running);
         });
         return null;
+    }
+
+    /// <summary>do_backup_common's checks of the bitmap arguments, in QEMU 7.2's order.</summary>
+    private QmpError? BackupBitmapArgs(BlockdevBackup b, BlockNode source)
+    {
+        if (b.Sync is "incremental" or "bitmap" && b.Bitmap is null) return QmpError.Generic($"must provide a valid bitmap name for '{b.Sync}' sync mode");
+        if (b.Sync == "incremental" && b.BitmapMode is not (null or "on-success"))
+            return QmpError.Generic("Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
+        var mode = b.Sync == "incremental" ? "on-success" : b.BitmapMode;
+        if (b.Bitmap is null) return mode is null ? null : QmpError.Generic("Cannot specify bitmap sync mode without a bitmap");
+        if (!source.BitmapList.Exists(x => x.Name == b.Bitmap)) return QmpError.Generic($"Bitmap '{b.Bitmap}' could not be found");
+        if (mode is null) return QmpError.Generic("Bitmap sync mode must be given when providing a bitmap");
+        if (BitmapBusy(source, b.Bitmap)) return QmpError.Generic(BitmapBusyText(b.Bitmap));
+        if (b.Sync == "none") return QmpError.Generic("sync mode 'none' does not produce meaningful bitmap outputs");
+        if (mode == "never" && b.Sync != "bitmap")
+            return QmpError.Generic($"Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '{b.Sync}'");
+        return null;
+    }
+
+    /// <summary>
+    /// bdrv_dirty_bitmap_create_successor: the sync bitmap stops recording and is busy; an anonymous successor
+    /// (recording as the bitmap did) takes the writes made while the job lives. Undone on abort (reclaim).
+    /// </summary>
+    private static SyncBitmap FreezeSyncBitmap(UndoLog tran, BlockNode source, string name, string mode)
+    {
+        int i = source.BitmapList.FindIndex(x => x.Name == name);
+        var bm = source.BitmapList[i];
+        var bits = bm.Bits ?? new DirtyBits(bm.Granularity, source.Length);
+        var successor = new DirtyBits(bm.Granularity, source.Length);
+        source.BitmapList[i] = bm with { Frozen = true, Bits = bits };
+        if (bm.Enabled) source.JobBitmaps.Add(successor);
+        tran.Add(abort: () =>
+        {
+            int k = source.BitmapList.FindIndex(x => x.Name == name);
+            bits.Merge(successor);
+            source.BitmapList[k] = source.BitmapList[k] with { Frozen = false };
+            source.JobBitmaps.Remove(successor);
+        });
+        return new SyncBitmap(source, name, bits, mode, successor, IO.BitmapStamps.Next(), bm.Enabled);
     }
 
     /// <summary>

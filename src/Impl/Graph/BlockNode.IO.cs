@@ -28,7 +28,7 @@ public sealed partial class BlockNode
         await request.ConfigureAwait(false);
         foreach (var b in BitmapList)
         {
-            if (b.Enabled) b.Bits?.Mark(offset, length);
+            if (b.Enabled && !b.Frozen) b.Bits?.Mark(offset, length);
         }
         foreach (var j in JobBitmaps) j.Mark(offset, length);
     }

@@ -17,6 +17,9 @@ public sealed record BitmapInfo(string Name, long Granularity, bool Enabled, boo
 
     /// <summary>Loaded from an image the node may not write (QEMU's read-only bitmap): clear, merge into it and remove are refused.</summary>
     public bool ReadOnly { get; init; }
+
+    /// <summary>A backup's sync bitmap while the job lives: busy, and writes go to its successor instead (QEMU's create_successor).</summary>
+    public bool Frozen { get; init; }
 }
 
 /// <summary>

@@ -38,6 +38,9 @@ public sealed class BlockIOException : IOException
 
     /// <summary>The POSIX errno (EIO, ENOSPC, EPERM, EINVAL, ENOTSUP…).</summary>
     public int Errno { get; }
+
+    /// <summary>Whether a copy failed reading its source (not writing its target): block jobs pick their error policy by it.</summary>
+    public bool OnRead { get; init; }
 }
 
 /// <summary>POSIX errno values used by the block layer (Linux numbering).</summary>

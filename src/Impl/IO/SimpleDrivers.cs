@@ -5,7 +5,7 @@ namespace Verified.Impl.IO;
 /// <summary>null-co / null-aio: a size, reads of zeroes (or nothing), writes dropped, optional latency.</summary>
 [BlockDriverName("null-co")]
 [BlockDriverName("null-aio")]
-public sealed class NullDriver : BlockDriver
+public sealed class NullDriver : BlockDriver, IAllocationStatus
 {
     /// <summary>QEMU's default size: 1 GiB.</summary>
     public const long DefaultSize = 1L << 30;
@@ -13,6 +13,9 @@ public sealed class NullDriver : BlockDriver
     private long size = DefaultSize;
     private long latencyNs;
     private bool readZeroes;
+
+    /// <summary>null_co_block_status: with read-zeroes every range reads as zeroes (allocated, as bdrv_is_allocated counts); without, nothing is.</summary>
+    public ValueTask<(bool Allocated, long Bytes)> IsAllocatedAsync(long offset, long length) => ValueTask.FromResult((readZeroes, length));
     private IClock clock = SystemClock.Instance;
 
     /// <inheritdoc/>

@@ -50,10 +50,13 @@ public abstract class BlockJob : IBlockParent
     /// <summary>Goes away by itself once concluded (auto-dismiss).</summary>
     public bool AutoDismiss { get; }
 
-    /// <summary>The rate limit in bytes per second (0 = none); reported, not enforced.</summary>
+    /// <summary>The rate limit in bytes per second (0 = none); a backup enforces it (see <see cref="RateLimit"/>).</summary>
     public long Speed { get; internal set; }
 
-    /// <summary>Paused by the user (job-pause).</summary>
+    /// <summary>The block job's io-status: <c>ok</c>, or after an error that stopped it <c>failed</c> / <c>nospace</c> until resumed.</summary>
+    public string IoStatus { get; internal set; } = "ok";
+
+    /// <summary>Paused by the user (job-pause, or an error with the stop policy).</summary>
     public bool UserPaused { get; internal set; }
 
     /// <summary>Cancel was requested.</summary>
@@ -130,7 +133,7 @@ public abstract class BlockJob : IBlockParent
     /// <summary><c>query-block-jobs</c> entry, in QEMU's member order.</summary>
     public JsonObject BlockJobInfo() => new()
     {
-        ["auto-finalize"] = AutoFinalize, ["io-status"] = "ok", ["device"] = Id, ["auto-dismiss"] = AutoDismiss, ["busy"] = false,
+        ["auto-finalize"] = AutoFinalize, ["io-status"] = IoStatus, ["device"] = Id, ["auto-dismiss"] = AutoDismiss, ["busy"] = false,
         ["len"] = Len, ["offset"] = Offset, ["status"] = JobTables.Name(Status), ["paused"] = Status is JobStatus.Paused or JobStatus.Standby,
         ["speed"] = Speed, ["ready"] = JobTables.IsReady(Status), ["type"] = Type,
     };

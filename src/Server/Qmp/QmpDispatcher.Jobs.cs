@@ -13,6 +13,8 @@ public sealed partial class QmpDispatcher
     /// <summary>Bound on background passes per kick: each pass moves at least one job to a later status.</summary>
     public const int JobRunPassesMax = 1000;
 
+    private const long NsPerTick = 100;
+
     private readonly object runnerLock = new();
     private Task? runner;
 
@@ -62,6 +64,9 @@ public sealed partial class QmpDispatcher
             for (int pass = 0; pass < JobRunPassesMax && RunJobs() > 0; pass++)
             {
             }
+            // A job sleeping for its rate limit runs again when its slice ends (QEMU's timer wakes its coroutine).
+            if (Engine.JobWakeDelayNs is { } ns)
+                _ = Task.Delay(TimeSpan.FromTicks(Math.Max(1, ns / NsPerTick))).ContinueWith(_ => KickJobs(), TaskScheduler.Default);
         }
         catch (ObjectDisposedException)
         {

@@ -4,14 +4,19 @@ namespace Verified.Vocabulary.Jobs;
 
 /// <summary>
 /// <c>blockdev-backup</c>: a backup job from <paramref name="Device"/> to <paramref name="Target"/> through an
-/// implicit copy-before-write filter. Options Verified accepts but does not act on (compress, the error
-/// policies, x-perf) are checked by the schema and otherwise ignored.
+/// implicit copy-before-write filter. <paramref name="BitmapMode"/> is null when not given; the error policies
+/// default to QEMU's <c>report</c>. Options Verified accepts but does not act on (compress, x-perf) are checked
+/// by the schema and otherwise ignored.
 /// </summary>
 public sealed record BlockdevBackup(string? JobId, string Device, string Target, string Sync, string? Bitmap, long? Speed,
-    bool AutoFinalize, bool AutoDismiss, string? FilterNodeName) : Command
+    bool AutoFinalize, bool AutoDismiss, string? FilterNodeName, string? BitmapMode = null,
+    string OnSourceError = BlockdevBackup.OnErrorDefault, string OnTargetError = BlockdevBackup.OnErrorDefault) : Command
 {
     /// <inheritdoc/>
     public override string Name => "blockdev-backup";
+
+    /// <summary>The error policy blockdev-backup takes when none is given (qmp_blockdev_backup).</summary>
+    public const string OnErrorDefault = "report";
 }
 
 /// <summary>
@@ -93,7 +98,8 @@ public static class JobCommandParser
         {
             return Checked(args, prefix, BackupFields, () => new BlockdevBackup(S(args, "job-id"), S(args, "device")!, S(args, "target")!,
                 S(args, "sync")!, S(args, "bitmap"), I(args, "speed"), B(args, "auto-finalize") ?? true, B(args, "auto-dismiss") ?? true,
-                S(args, "filter-node-name")));
+                S(args, "filter-node-name"), S(args, "bitmap-mode"), S(args, "on-source-error") ?? BlockdevBackup.OnErrorDefault,
+                S(args, "on-target-error") ?? BlockdevBackup.OnErrorDefault));
         }
         if (name == "blockdev-mirror")
         {

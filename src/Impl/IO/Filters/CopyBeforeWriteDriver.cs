@@ -254,7 +254,7 @@ public sealed class CopyBeforeWriteDriver : BlockDriver, IHiddenBitmaps
 
     private async ValueTask<int> CopyWithTimeoutAsync(long first, long end)
     {
-        var copy = CopyClustersAsync(first, end);
+        var copy = CopyErrnoAsync(first, end);
         if (timeoutNs == 0 || copy.IsCompleted) return await copy.ConfigureAwait(false);
         using var cts = new CancellationTokenSource();
         var timer = clock.WaitUntilAsync(clock.NowNs + timeoutNs, cts.Token).AsTask();
@@ -273,7 +273,9 @@ public sealed class CopyBeforeWriteDriver : BlockDriver, IHiddenBitmaps
     /// to be copied and nobody copies now, copies them, and waits for the ones others are copying,
     /// rescanning after each wait (a failed copy leaves its clusters to be copied again). Returns 0 or an errno.
     /// </summary>
-    private async Task<int> CopyClustersAsync(long first, long end)
+    private async Task<int> CopyErrnoAsync(long first, long end) => (await CopyClustersAsync(first, end).ConfigureAwait(false)).Errno;
+
+    private async Task<CopyResult> CopyClustersAsync(long first, long end)
     {
         while (true)
         {
@@ -301,18 +303,19 @@ public sealed class CopyBeforeWriteDriver : BlockDriver, IHiddenBitmaps
             }
             if (mine is not null)
             {
-                int err = await CopyRunsAsync(claimed, mine).ConfigureAwait(false);
-                if (err != 0) return err;
+                var r = await CopyRunsAsync(claimed, mine).ConfigureAwait(false);
+                if (r.Errno != 0) return r;
             }
-            if (other is null) return 0;
+            if (other is null) return default;
             await other.ConfigureAwait(false);
         }
     }
 
     /// <summary>Copies claimed clusters run by run; on failure, the clusters not copied are to be copied again.</summary>
-    private async Task<int> CopyRunsAsync(List<long> claimed, TaskCompletionSource mine)
+    private async Task<CopyResult> CopyRunsAsync(List<long> claimed, TaskCompletionSource mine)
     {
         int copied = 0, err = 0;
+        bool onRead = false;
         try
         {
             var source = Source;
@@ -330,7 +333,7 @@ public sealed class CopyBeforeWriteDriver : BlockDriver, IHiddenBitmaps
         }
         catch (BlockIOException e)
         {
-            err = e.Errno;
+            (err, onRead) = (e.Errno, e.OnRead);
         }
         catch (IOException)
         {
@@ -349,8 +352,11 @@ public sealed class CopyBeforeWriteDriver : BlockDriver, IHiddenBitmaps
             // Waiters rescan after this: the bookkeeping above is already visible to them.
             mine.TrySetResult();
         }
-        return err;
+        return new CopyResult(err, onRead);
     }
+
+    /// <summary>A copy's outcome: 0 or an errno, and whether it failed reading the source (else writing the target).</summary>
+    internal readonly record struct CopyResult(int Errno, bool Read);
 
     private static async ValueTask CopyRangeAsync(BlockNode source, BlockNode target, long start, long stop)
     {
@@ -362,7 +368,14 @@ public sealed class CopyBeforeWriteDriver : BlockDriver, IHiddenBitmaps
             {
                 int n = (int)Math.Min(chunk, stop - pos);
                 var mem = buffer.AsMemory(0, n);
-                await source.ReadAsync(pos, mem).ConfigureAwait(false);
+                try
+                {
+                    await source.ReadAsync(pos, mem).ConfigureAwait(false);
+                }
+                catch (BlockIOException e)
+                {
+                    throw new BlockIOException(e.Errno, e.Message) { OnRead = true };
+                }
                 await target.WriteAsync(pos, mem).ConfigureAwait(false);
             }
         }
@@ -458,21 +471,36 @@ public sealed class CopyBeforeWriteDriver : BlockDriver, IHiddenBitmaps
     internal int CopyClusterAgainForMutant(long cluster)
     {
         lock (sync) toCopy[cluster] = true;
-        return CopyClustersAsync(cluster, cluster + 1).GetAwaiter().GetResult();
+        return CopyErrnoAsync(cluster, cluster + 1).GetAwaiter().GetResult();
     }
 
     /// <summary>
     /// The backup job's copy of one cluster (backup.c's loop over <c>block_copy</c>): copied unless the
     /// filter already did (or is doing) it, each cluster at most once. Returns 0 or an errno.
     /// </summary>
-    internal ValueTask<int> CopyClusterForJobAsync(long cluster)
+    internal ValueTask<CopyResult> CopyClusterForJobAsync(long cluster)
     {
         lock (sync)
         {
             if (cluster < 0 || cluster >= toCopy.Count) throw new ArgumentOutOfRangeException(nameof(cluster));
-            if (!toCopy[cluster] && !inflight.ContainsKey(cluster)) return ValueTask.FromResult(0);
+            if (!toCopy[cluster] && !inflight.ContainsKey(cluster)) return ValueTask.FromResult(default(CopyResult));
         }
-        return new ValueTask<int>(CopyClustersAsync(cluster, cluster + 1));
+        return new ValueTask<CopyResult>(CopyClustersAsync(cluster, cluster + 1));
+    }
+
+    /// <summary>Whether <paramref name="cluster"/> is still to be copied (neither copied nor skipped).</summary>
+    internal bool ToCopy(long cluster)
+    {
+        lock (sync) return toCopy[cluster];
+    }
+
+    /// <summary>
+    /// block_copy_reset: the job will not copy <paramref name="cluster"/> and guest writes over it copy nothing
+    /// (sync=top's unallocated clusters, sync=bitmap's clean ones). Done when the job starts, before any write.
+    /// </summary>
+    internal void Skip(long cluster)
+    {
+        lock (sync) toCopy[cluster] = false;
     }
 
     private sealed class FrozenRead(long start, long end)
