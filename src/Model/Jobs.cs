@@ -181,7 +181,10 @@ public static class BlockJobs
                 && FileAtStart(s.Graph, tgt1.Child) is { } overwritten && s.Graph.ImageFormats.GetOr(overwritten, Images.Qcow2) == Images.Qcow2)
             {
                 bool qcow2Copied = FileAtStart(s.Graph, source) is { } from && s.Graph.ImageFormats.GetOr(from, Images.Qcow2) == Images.Qcow2;
-                s = s with { Graph = s.Graph with { ImageFormats = s.Graph.ImageFormats.SetItem(overwritten, qcow2Copied ? Images.Qcow2 : RawFormat) } };
+                // The header comes with the backing file name it records, if any.
+                var backings = qcow2Copied && s.Graph.HeaderBackings.TryGetValue(FileAtStart(s.Graph, source)!, out var hb)
+                    ? s.Graph.HeaderBackings.SetItem(overwritten, hb) : s.Graph.HeaderBackings.Remove(overwritten);
+                s = s with { Graph = s.Graph with { ImageFormats = s.Graph.ImageFormats.SetItem(overwritten, qcow2Copied ? Images.Qcow2 : RawFormat), HeaderBackings = backings } };
             }
             if (errno != 0) s = Finalize(With(s, job with { Status = JobStatus.Aborting }), job with { Status = JobStatus.Aborting }).Get();
             else if (!job.AutoFinalize) s = With(s, job with { Status = JobStatus.Pending });

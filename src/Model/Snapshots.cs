@@ -44,7 +44,8 @@ public static class Snapshots
         if (s.Mode == "absolute-paths") tx = tx.On(tx.Graph with { ImageFormats = tx.Graph.ImageFormats.SetItem(s.SnapshotFile, Images.Qcow2) });
         var fileOpts = new BlockdevOptions("file", null, ValueMap<string>.Empty.SetItem("filename", System.Text.Json.JsonSerializer.Serialize(s.SnapshotFile)), ValueList<ChildOption>.Empty);
         var overlayOpts = new BlockdevOptions(s.Format, s.SnapshotNodeName, ValueMap<string>.Empty,
-            ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(fileOpts))]));
+            // external_snapshot_prepare opens the overlay with BDRV_O_NO_BACKING: not the backing its header names.
+            ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(fileOpts)), new ChildOption("backing", null)]));
         var opened = Operations.Open(tx, overlayOpts, old.ReadOnly, false, null);
         if (opened.Error is not null) return new(opened.Tx, opened.Error);
         // Only the action held the new overlay; its reference goes in the clean phase, so an overlay

@@ -34,6 +34,12 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
     /// <summary>File names used when no pool is given (fine for the model alone).</summary>
     public static readonly IReadOnlyList<string> DefaultFiles = ["a.img", "b.img", "c.img"];
 
+    /// <summary>
+    /// A qcow2 image beside the pool whose header names the pool's last file (a qcow2 image) as its backing file:
+    /// qcow2 nodes over it without a backing option open that chain (Judge creates it; only qcow2 nodes use it).
+    /// </summary>
+    public const string ChainFile = "d.img";
+
     private readonly IReadOnlyList<string> files = files ?? DefaultFiles;
 
     /// <summary>Most actions in one generated transaction.</summary>
@@ -327,7 +333,8 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
         else
         {
             var valid = g.Nodes.Keys.Where(n => g.Live(n) is not null && Images.Qcow2OpenError(g, n) is null).ToList();
-            file = valid.Count > 0 && Chance(2) ? new BlockdevRefName(One(valid)) : PoolFile(files[^1]); // the pool's last file holds a qcow2 image (Judge.PoolFormat)
+            // The pool's last file holds a qcow2 image (Judge.PoolFormat); the chain file one whose header names it.
+            file = valid.Count > 0 && Chance(2) ? new BlockdevRefName(One(valid)) : PoolFile(Chance(3) ? ChainFile : files[^1]);
         }
         return CopiesUp(g, file) ? PoolFile(files[^1]) : file;
     }
