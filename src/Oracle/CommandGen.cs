@@ -36,11 +36,14 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
 
     /// <summary>
     /// A qcow2 image beside the pool whose header names the pool's last file (a qcow2 image) as its backing file:
-    /// qcow2 nodes over it without a backing option open that chain (Judge creates it; only qcow2 nodes use it).
+    /// qcow2 nodes over it without a backing option open that chain (Judge creates it; only qcow2 nodes over the default pool use it).
     /// </summary>
     public const string ChainFile = "d.img";
 
     private readonly IReadOnlyList<string> files = files ?? DefaultFiles;
+
+    /// <summary>The chain file, with the default pool only (a caller's own pool has none beside it).</summary>
+    private readonly string? chainFile = files is null || ReferenceEquals(files, DefaultFiles) ? ChainFile : null;
 
     /// <summary>Most actions in one generated transaction.</summary>
     public const int TransactionActionsMax = 4;
@@ -334,7 +337,7 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
         {
             var valid = g.Nodes.Keys.Where(n => g.Live(n) is not null && Images.Qcow2OpenError(g, n) is null).ToList();
             // The pool's last file holds a qcow2 image (Judge.PoolFormat); the chain file one whose header names it.
-            file = valid.Count > 0 && Chance(2) ? new BlockdevRefName(One(valid)) : PoolFile(Chance(3) ? ChainFile : files[^1]);
+            file = valid.Count > 0 && Chance(2) ? new BlockdevRefName(One(valid)) : PoolFile(chainFile is not null && Chance(3) ? chainFile : files[^1]);
         }
         return CopiesUp(g, file) ? PoolFile(files[^1]) : file;
     }
