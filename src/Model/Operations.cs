@@ -30,6 +30,7 @@ public static class Operations
     {
         ArgumentNullException.ThrowIfNull(tx);
         ArgumentNullException.ThrowIfNull(o);
+        o = o.WithInheritedForceShare();
         bool readOnly = o.ReadOnly ?? (asBacking || (inheritedReadOnly ?? false));
         var opened = new List<(string Key, string Node)>();
         var file = o.Child("file");
@@ -86,6 +87,7 @@ public static class Operations
             var full = hb.Driver == "file" ? hb.StrOption("filename")! : hb.Child("file")!.Ref is BlockdevRefInline f ? f.Options.StrOption("filename")! : "";
             if (headerChain.Contains(full)) return new(tx, name, Results.Fail($"{BackingFailed}Backing file '{full}' creates an infinite loop."));
             if (headerChain.Count >= HeaderBackingDepthMax) return new(tx, name, Results.Fail($"{BackingFailed}Backing chain longer than {HeaderBackingDepthMax} images"));
+            if (o.Scalars.TryGetValue("force-share", out var fs)) hb = hb with { Scalars = hb.Scalars.SetItem("force-share", fs) };
             var r = Open(tx, hb, readOnly, asBacking: true, seq, ValueList<string>.From([.. headerChain, full]));
             if (r.Error is not null) return new(r.Tx, name, r.Error with { Desc = BackingFailed + r.Error.Desc });
             tx = r.Tx.On(AttachChild(r.Tx.Graph, name, "backing", r.Name, Drivers.ChildRole(o.Driver, "backing", o.Scalars)));

@@ -20,6 +20,7 @@ public sealed partial class BlockEngine
     /// <summary>Opens a node tree (<c>bdrv_open</c> with BDRV_O_NOPERM): a non-protocol driver's file subtree first, then its name, then its other children.</summary>
     private (BlockNode? Node, QmpError? Error) Open(UndoLog tran, BlockdevOptions o, bool? inheritedRO, bool asBacking)
     {
+        o = o.WithInheritedForceShare();
         bool readOnly = o.ReadOnly ?? (asBacking || (inheritedRO ?? false));
         BlockNode? preFile = null;
         bool preFileInline = false;

@@ -48,7 +48,10 @@ public sealed partial class BlockEngine
         headerChain.Add(full!);
         try
         {
-            var (child, err) = Open(tran, options!, node.ReadOnly, asBacking: true);
+            // Inherited like an inline child's options: force-share (the rest follows InheritsFrom).
+            var opts = options!;
+            if (node.Options.TryGetValue("force-share", out var fs)) opts = opts with { Scalars = opts.Scalars.SetItem("force-share", fs) };
+            var (child, err) = Open(tran, opts, node.ReadOnly, asBacking: true);
             if (err is not null) return err with { Desc = BackingContext + err.Desc };
             System.Diagnostics.Debug.Assert(child is not null && child.AutoNamed, "an implicit backing node is auto-named");
             SetInheritsFrom(tran, child!, node);
