@@ -93,6 +93,27 @@ public static class Images
     }
 
     /// <summary>
+    /// The plain file name <c>bdrv_refresh_filename</c> gives <paramref name="node"/>, where the model can tell it
+    /// (what <c>blockdev-snapshot-sync</c> writes into the overlay's header): a file node's name; a raw node without
+    /// offset or size, or a qcow2 node without backing either way, directly over a file node. Otherwise null
+    /// (QEMU writes a <c>json:</c> name the model does not build).
+    /// </summary>
+    public static string? PlainFileName(Graph g, string node)
+    {
+        ArgumentNullException.ThrowIfNull(g);
+        var n = g.Nodes[node];
+        if (n.Driver == "file") return n.Str("filename");
+        if (g.ChildEdge(node, "file") is not { } f || g.Nodes[f.Child].Driver != "file") return null;
+        bool plain = n.Driver switch
+        {
+            "raw" => !n.Options.ContainsKey("offset") && !n.Options.ContainsKey("size"),
+            Qcow2 => g.ChildEdge(node, "backing") is null && HeaderBackingOptions(g, f.Child) is null,
+            _ => false,
+        };
+        return plain ? g.Nodes[f.Child].Str("filename") : null;
+    }
+
+    /// <summary>
     /// True when opening a qcow2 node over <paramref name="file"/> would read through a copy-on-read filter
     /// above a backing chain: that read copies data up into the chain (the header lands in a qcow2 layer), which
     /// the model does not track. Generators avoid it.
