@@ -56,6 +56,8 @@ public sealed partial class BlockEngine
             System.Diagnostics.Debug.Assert(child is not null && child.AutoNamed, "an implicit backing node is auto-named");
             SetInheritsFrom(tran, child!, node);
             AttachChild(tran, node, "backing", child!, PermRules.RoleOf(node.DriverName, "backing", node.Options));
+            // An implicit backing file is not an override of the header's name, whatever form that name had (json:, relative).
+            node.AutoBackingFile = FileNamesOf(child!, new(ReferenceEqualityComparer.Instance)).Filename;
             return null;
         }
         finally

@@ -147,10 +147,9 @@ public sealed partial class BlockEngine
         if (memo.TryGetValue(n, out var known)) return known;
         if (n.Implicit && n.Children.FirstOrDefault() is { } only) return memo[n] = FileNamesOf(only.Node, memo);
         var backing = n.Child("backing");
-        string? header = (n.Driver as IFormatFacts)?.HeaderBackingFile;
-        bool backingOverridden = backing is not null
-            ? header is null || (FullBackingFilename(n, header, memo).Full ?? header) != FileNamesOf(backing.Node, memo).Filename
-            : header is not null;
+        // bdrv_backing_overridden: auto_backing_file (the header's name as written, or an implicit backing's file name) against the backing's.
+        string? auto = n.AutoBackingFile ?? (n.Driver as IFormatFacts)?.HeaderBackingFile;
+        bool backingOverridden = backing is not null ? auto is null || auto != FileNamesOf(backing.Node, memo).Filename : auto is not null;
 
         var full = new JsonObject();
         bool json = AppendStrongOptions(full, n) | backingOverridden;
