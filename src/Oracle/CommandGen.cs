@@ -337,7 +337,9 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
         {
             var valid = g.Nodes.Keys.Where(n => g.Live(n) is not null && Images.Qcow2OpenError(g, n) is null).ToList();
             // The pool's last file holds a qcow2 image (Judge.PoolFormat); the chain file one whose header names it.
-            file = valid.Count > 0 && Chance(2) ? new BlockdevRefName(One(valid)) : PoolFile(chainFile is not null && Chance(3) ? chainFile : files[^1]);
+            // One draw of six where a plain coin was drawn before, so the stream (and with it every other choice) stays put.
+            int pick = valid.Count > 0 ? P(6) : 4;
+            file = pick < 3 ? new BlockdevRefName(One(valid)) : PoolFile(pick == 3 && chainFile is not null ? chainFile : files[^1]);
         }
         return CopiesUp(g, file) ? PoolFile(files[^1]) : file;
     }
