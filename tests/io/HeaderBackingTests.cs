@@ -4,8 +4,8 @@
 // Verified byte for byte as `qemu-img convert -O raw` reads them, which is qemu-io's block layer reading
 // the same chain. Chains Verified writes itself check the bounds: a loop and a chain deeper than
 // HeaderBackingDepthMax are refused, a missing file at the bottom of a three-deep chain fails with
-// QEMU's nested text, and every refusal leaves the graph exactly as it was; blockdev-del of the top
-// takes the implicit nodes with it.
+// QEMU's nested text, and every refusal (a later action's in a transaction too) leaves the graph exactly
+// as it was; blockdev-del of the top takes the implicit nodes with it.
 using System.Globalization;
 using System.Text.Json;
 using Verified.Impl.Engine;
@@ -142,6 +142,22 @@ public sealed class HeaderBackingTests : IDisposable
         Assert.Equal(opens, reply.IsOk);
         Assert.Equal(opens ? 2 * (backingImages + 1) : 0, io.Engine.Nodes.Count);
         if (!opens) Assert.EndsWith($"Backing chain longer than {BlockEngine.HeaderBackingDepthMax} images", reply.Error!.Desc, StringComparison.Ordinal);
+    }
+
+    // In a transaction, a later action's failure removes the chain an earlier blockdev-add opened (and closes its files).
+    [Fact]
+    public void A_failing_transaction_removes_the_chain_again()
+    {
+        Qcow2Image.Create(P("base.qcow2"), BaseSize);
+        Qcow2Image.Create(P("top.qcow2"), BaseSize, "base.qcow2", "qcow2");
+        using var io = new IoEngine();
+        var add = $$$"""{"type":"blockdev-add","data":{"driver":"qcow2","node-name":"top","file":{{{File(P("top.qcow2"))}}}}}""";
+        var err = io.Error($$$"""{"execute":"transaction","arguments":{"actions":[{{{add}}},{"type":"blockdev-del","data":{"node-name":"nosuch"}}]}}""");
+        Assert.Equal("Failed to find node with node-name='nosuch'", err);
+        Assert.Empty(io.NodeNames());
+        Assert.Equal(0, Fds.OpenOn(P("base.qcow2")));
+        io.Ok($$$"""{"execute":"transaction","arguments":{"actions":[{{{add}}}]}}""");
+        Assert.Equal(4, io.NodeNames().Count);
     }
 
     // The implicit nodes belong to the top: blockdev-del takes the whole chain, and a read-only implicit node cannot be deleted on its own.
