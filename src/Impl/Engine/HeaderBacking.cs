@@ -53,10 +53,11 @@ public sealed partial class BlockEngine
             if (node.Options.TryGetValue("force-share", out var fs)) opts = opts with { Scalars = opts.Scalars.SetItem("force-share", fs) };
             var (child, err) = Open(tran, opts, node.ReadOnly, asBacking: true);
             if (err is not null) return err with { Desc = BackingContext + err.Desc };
-            System.Diagnostics.Debug.Assert(child is not null && child.AutoNamed, "an implicit backing node is auto-named");
+            System.Diagnostics.Debug.Assert(child is not null && !child.Deleted && child.RefCount == 0, "the backing node is new and not yet referenced");
             SetInheritsFrom(tran, child!, node);
             AttachChild(tran, node, "backing", child!, PermRules.RoleOf(node.DriverName, "backing", node.Options));
             // An implicit backing file is not an override of the header's name, whatever form that name had (json:, relative).
+            // No undo: the node is new in this transaction and goes with it on abort.
             node.AutoBackingFile = FileNamesOf(child!, new(ReferenceEqualityComparer.Instance)).Filename;
             return null;
         }
