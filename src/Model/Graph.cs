@@ -126,6 +126,9 @@ public sealed record Graph(
     /// <summary>The image format each known host file holds (<see cref="Images"/>); files not listed are taken as qcow2 images.</summary>
     public ValueMap<string> ImageFormats { get; init; } = ValueMap<string>.Empty;
 
+    /// <summary>The backing file each known qcow2 host file's header names (<see cref="Images.HeaderBackingOptions"/>); files not listed name none.</summary>
+    public ValueMap<HeaderBacking> HeaderBackings { get; init; } = ValueMap<HeaderBacking>.Empty;
+
     /// <summary>The empty graph.</summary>
     public static readonly Graph Empty = new(ValueMap<Node>.Empty, ValueList<Edge>.Empty, ValueMap<Device>.Empty,
         ValueMap<Export>.Empty, ValueMap<Job>.Empty, ValueMap<QomObject>.Empty, false, 1);

@@ -204,7 +204,10 @@ public static class BlockJobs
                 && FileAtStart(s.Graph, tgt1.Child) is { } overwritten && s.Graph.ImageFormats.GetOr(overwritten, Images.Qcow2) == Images.Qcow2)
             {
                 bool qcow2Copied = FileAtStart(s.Graph, source) is { } from && s.Graph.ImageFormats.GetOr(from, Images.Qcow2) == Images.Qcow2;
-                s = s with { Graph = s.Graph with { ImageFormats = s.Graph.ImageFormats.SetItem(overwritten, qcow2Copied ? Images.Qcow2 : RawFormat) } };
+                // The header comes with the backing file name it records, if any.
+                var backings = qcow2Copied && s.Graph.HeaderBackings.TryGetValue(FileAtStart(s.Graph, source)!, out var hb)
+                    ? s.Graph.HeaderBackings.SetItem(overwritten, hb) : s.Graph.HeaderBackings.Remove(overwritten);
+                s = s with { Graph = s.Graph with { ImageFormats = s.Graph.ImageFormats.SetItem(overwritten, qcow2Copied ? Images.Qcow2 : RawFormat), HeaderBackings = backings } };
             }
             s = errno == 0 ? Finish(s, job, 0) : Failed(s, job, errno, read);
         }

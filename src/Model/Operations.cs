@@ -20,10 +20,17 @@ public static class Operations
     /// driver's <c>file</c> subtree first, then the node's name, then its other children in order.
     /// </summary>
     /// <remarks>On failure the returned <see cref="Opened.Tx"/> still carries the advanced name counter.</remarks>
-    public static Opened Open(Tx tx, BlockdevOptions o, bool? inheritedReadOnly, bool asBacking, long? inheritsFrom)
+    public static Opened Open(Tx tx, BlockdevOptions o, bool? inheritedReadOnly, bool asBacking, long? inheritsFrom) =>
+        Open(tx, o, inheritedReadOnly, asBacking, inheritsFrom, ValueList<string>.Empty);
+
+    /// <summary>Longest chain of header-named backing files opened below one node (QEMU 7.2 has none; a loop hangs it).</summary>
+    public const int HeaderBackingDepthMax = 64;
+
+    private static Opened Open(Tx tx, BlockdevOptions o, bool? inheritedReadOnly, bool asBacking, long? inheritsFrom, ValueList<string> headerChain)
     {
         ArgumentNullException.ThrowIfNull(tx);
         ArgumentNullException.ThrowIfNull(o);
+        o = o.WithInheritedForceShare();
         bool readOnly = o.ReadOnly ?? (asBacking || (inheritedReadOnly ?? false));
         var opened = new List<(string Key, string Node)>();
         var file = o.Child("file");
@@ -72,6 +79,18 @@ public static class Operations
                 (tx, child) = (r.Tx, r.Name);
             }
             tx = tx.On(AttachChild(tx.Graph, name, c.Key, child, Drivers.ChildRole(o.Driver, c.Key, o.Scalars)));
+        }
+        // No backing option at all (not even null): the backing file the image's header names, read-only, inheriting from it.
+        if (o.Driver == Images.Qcow2 && o.Child("backing") is null && opened.Count == 1
+            && Images.HeaderBackingOptions(tx.Graph, opened[0].Node, tx.Copied) is { } hb)
+        {
+            var full = hb.Driver == "file" ? hb.StrOption("filename")! : hb.Child("file")!.Ref is BlockdevRefInline f ? f.Options.StrOption("filename")! : "";
+            if (headerChain.Contains(full)) return new(tx, name, Results.Fail($"{BackingFailed}Backing file '{full}' creates an infinite loop."));
+            if (headerChain.Count >= HeaderBackingDepthMax) return new(tx, name, Results.Fail($"{BackingFailed}Backing chain longer than {HeaderBackingDepthMax} images"));
+            if (o.Scalars.TryGetValue("force-share", out var fs)) hb = hb with { Scalars = hb.Scalars.SetItem("force-share", fs) };
+            var r = Open(tx, hb, readOnly, asBacking: true, seq, ValueList<string>.From([.. headerChain, full]));
+            if (r.Error is not null) return new(r.Tx, name, r.Error with { Desc = BackingFailed + r.Error.Desc });
+            tx = r.Tx.On(AttachChild(r.Tx.Graph, name, "backing", r.Name, Drivers.ChildRole(o.Driver, "backing", o.Scalars)));
         }
         var driverErr = DriverOpenCheck(tx.Graph, tx.Graph.Nodes[name]);
         return new(tx, name, driverErr);

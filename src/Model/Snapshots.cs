@@ -41,10 +41,17 @@ public static class Snapshots
             return new(tx, Results.Fail(BlockdevSchema.Get(s.Format) is null ? $"Unknown file format '{s.Format}'" : $"Backing file not supported for file format '{s.Format}'"));
         // QEMU creates the overlay's image file first (absolute-paths mode): from now on it holds a qcow2 image.
         // (Were the transaction to fail later, the file would stay qcow2 while this graph change is rolled back.)
-        if (s.Mode == "absolute-paths") tx = tx.On(tx.Graph with { ImageFormats = tx.Graph.ImageFormats.SetItem(s.SnapshotFile, Images.Qcow2) });
+        // Its header names the old top by its file name, and the old top's format.
+        if (s.Mode == "absolute-paths")
+        {
+            var named = Images.PlainFileName(tx.Graph, target) is { } plain
+                ? tx.Graph.HeaderBackings.SetItem(s.SnapshotFile, new HeaderBacking(plain, old.Driver)) : tx.Graph.HeaderBackings.Remove(s.SnapshotFile);
+            tx = tx.On(tx.Graph with { ImageFormats = tx.Graph.ImageFormats.SetItem(s.SnapshotFile, Images.Qcow2), HeaderBackings = named });
+        }
         var fileOpts = new BlockdevOptions("file", null, ValueMap<string>.Empty.SetItem("filename", System.Text.Json.JsonSerializer.Serialize(s.SnapshotFile)), ValueList<ChildOption>.Empty);
         var overlayOpts = new BlockdevOptions(s.Format, s.SnapshotNodeName, ValueMap<string>.Empty,
-            ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(fileOpts))]));
+            // external_snapshot_prepare opens the overlay with BDRV_O_NO_BACKING: not the backing its header names.
+            ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(fileOpts)), new ChildOption("backing", null)]));
         var opened = Operations.Open(tx, overlayOpts, old.ReadOnly, false, null);
         if (opened.Error is not null) return new(opened.Tx, opened.Error);
         // Only the action held the new overlay; its reference goes in the clean phase, so an overlay

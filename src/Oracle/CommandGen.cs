@@ -34,7 +34,16 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
     /// <summary>File names used when no pool is given (fine for the model alone).</summary>
     public static readonly IReadOnlyList<string> DefaultFiles = ["a.img", "b.img", "c.img"];
 
+    /// <summary>
+    /// A qcow2 image beside the pool whose header names the pool's last file (a qcow2 image) as its backing file:
+    /// qcow2 nodes over it without a backing option open that chain (Judge creates it; only qcow2 nodes over the default pool use it).
+    /// </summary>
+    public const string ChainFile = "d.img";
+
     private readonly IReadOnlyList<string> files = files ?? DefaultFiles;
+
+    /// <summary>The chain file, with the default pool only (a caller's own pool has none beside it).</summary>
+    private readonly string? chainFile = files is null || ReferenceEquals(files, DefaultFiles) ? ChainFile : null;
 
     /// <summary>Most actions in one generated transaction.</summary>
     public const int TransactionActionsMax = 4;
@@ -327,7 +336,10 @@ public sealed partial class CommandGen(Func<int, int> pick, IReadOnlyList<string
         else
         {
             var valid = g.Nodes.Keys.Where(n => g.Live(n) is not null && Images.Qcow2OpenError(g, n) is null).ToList();
-            file = valid.Count > 0 && Chance(2) ? new BlockdevRefName(One(valid)) : PoolFile(files[^1]); // the pool's last file holds a qcow2 image (Judge.PoolFormat)
+            // The pool's last file holds a qcow2 image (Judge.PoolFormat); the chain file one whose header names it.
+            // One draw of six where a plain coin was drawn before, so the stream (and with it every other choice) stays put.
+            int pick = valid.Count > 0 ? P(6) : 4;
+            file = pick < 3 ? new BlockdevRefName(One(valid)) : PoolFile(pick == 3 && chainFile is not null ? chainFile : files[^1]);
         }
         return CopiesUp(g, file) ? PoolFile(files[^1]) : file;
     }

@@ -7,7 +7,8 @@ namespace Verified.Oracle;
 /// Classifies campaign steps into the events the series is about, so a summary can show that a campaign
 /// reached them and how often: a filter inserted under a live device or export in one transaction (and
 /// removed the same way), fleecing set up (copy-before-write under a live parent with a snapshot-access
-/// view exported), and a read of such a view after the source was written (the point-in-time check).
+/// view exported), a read of such a view after the source was written (the point-in-time check), and a qcow2
+/// node that opened the backing chain its image header names.
 /// </summary>
 public static class Events
 {
@@ -19,6 +20,9 @@ public static class Events
         ArgumentNullException.ThrowIfNull(reply);
         if (!reply.IsOk) yield break;
         foreach (var j in JobCoverage(before, c, after)) yield return j;
+        var adds = c is Vocabulary.Transaction tr ? tr.Actions.OfType<BlockdevAdd>() : c is BlockdevAdd one ? [one] : [];
+        if (adds.Any(a => a.Options is { Driver: Images.Qcow2, NodeName: { } n } o && o.Child("backing") is null && after.Graph.ChildEdge(n, "backing") is not null))
+            yield return "qcow2: backing chain opened from the image header";
         switch (c)
         {
             case Vocabulary.Transaction t when t.Actions.Any(a => a is BlockdevReplace):

@@ -56,19 +56,24 @@ public sealed class Judge : IDisposable
             using var s = File.Create(Path.Combine(dir, f));
             s.SetLength(PoolFileSize);
         }
+        Verified.Impl.Formats.Qcow2Image.Create(Path.Combine(dir, CommandGen.ChainFile), PoolFileSize, Files[^1], Images.Qcow2);
         Impl = new BlockEngine(new EngineServices { Storage = new HostStorage { BaseDirectory = dir }, Mutation = mutation });
         // The model knows every pool file's format; it predicts the bytes of the raw ones only (a qcow2 file's are metadata).
         var formats = Files.Aggregate(ValueMap<string>.Empty, (m, f) => m.SetItem(f, PoolFormat(f)));
         Model = ModelState.Initial with
         {
-            Graph = ModelState.Initial.Graph with { ImageFormats = formats },
+            Graph = ModelState.Initial.Graph with
+            {
+                ImageFormats = formats.SetItem(CommandGen.ChainFile, Images.Qcow2),
+                HeaderBackings = ValueMap<HeaderBacking>.Empty.SetItem(CommandGen.ChainFile, new HeaderBacking(Files[^1], Images.Qcow2)),
+            },
             Data = DataState.Empty with
             {
                 Files = DataState.NoFiles.AddRange(Files.Where(f => PoolFormat(f) != Images.Qcow2).Select(f => KeyValuePair.Create(f, FileData.Zeroed(PoolFileSize)))),
             } with
             {
                 // A qcow2 pool file's bytes are metadata the model does not follow, but its size is known.
-                OpaqueSizes = Files.Where(f => PoolFormat(f) == Images.Qcow2).ToImmutableDictionary(f => f, f => new FileInfo(Path.Combine(dir, f)).Length),
+                OpaqueSizes = Files.Where(f => PoolFormat(f) == Images.Qcow2).Append(CommandGen.ChainFile).ToImmutableDictionary(f => f, f => new FileInfo(Path.Combine(dir, f)).Length),
             },
         };
         modelText = Canonical.Of(Model);

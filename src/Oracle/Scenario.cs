@@ -59,6 +59,7 @@ public static class Scenario
             foreach (var line in c.Split('\n')) sb.Append("# ").AppendLine(line);
         foreach (var f in CommandGen.DefaultFiles)
             sb.AppendLine($"{{\"run\": [\"qemu-img\", \"create\", \"-f\", \"{Judge.PoolFormat(f)}\", \"@TMP@/{f}\", \"{Judge.PoolFileSize}\"]}}");
+        sb.AppendLine($"{{\"run\": [\"qemu-img\", \"create\", \"-f\", \"qcow2\", \"-b\", \"{CommandGen.DefaultFiles[^1]}\", \"-F\", \"qcow2\", \"@TMP@/{CommandGen.ChainFile}\", \"{Judge.PoolFileSize}\"]}}");
         foreach (var c in steps) sb.AppendLine(Relocate(Line(c), f => "@TMP@/" + f));
         return sb.ToString();
     }
@@ -68,7 +69,7 @@ public static class Scenario
     {
         ArgumentNullException.ThrowIfNull(json);
         ArgumentNullException.ThrowIfNull(map);
-        foreach (var f in CommandGen.DefaultFiles)
+        foreach (var f in CommandGen.DefaultFiles.Append(CommandGen.ChainFile))
         {
             json = json.Replace($"\"@TMP@/{f}\"", $"\"{map(f)}\"", StringComparison.Ordinal)
                        .Replace($"\"{f}\"", $"\"{map(f)}\"", StringComparison.Ordinal);

@@ -40,6 +40,18 @@ public sealed record BlockdevOptions(string Driver, string? NodeName, ValueMap<s
     /// <summary>The child member <paramref name="key"/>, if present.</summary>
     public ChildOption? Child(string key) => Children.FirstOrDefault(c => c.Key == key);
 
+    /// <summary>
+    /// bdrv_inherited_options' <c>force-share</c>: every inline child (and an image's implicit backing file) copies
+    /// the parent's value unless it sets its own. Applied one level at a time, so it reaches the whole tree.
+    /// </summary>
+    public BlockdevOptions WithInheritedForceShare()
+    {
+        if (!Scalars.TryGetValue("force-share", out var fs)) return this;
+        var children = Children.Select(c => c.Ref is BlockdevRefInline { Options: var co } && !co.Scalars.ContainsKey("force-share")
+            ? c with { Ref = new BlockdevRefInline(co with { Scalars = co.Scalars.SetItem("force-share", fs) }) } : c);
+        return this with { Children = ValueList<ChildOption>.From(children) };
+    }
+
     /// <summary>The options as QMP JSON (canonical member order: driver, node-name, scalars, children).</summary>
     public JsonObject ToJson()
     {

@@ -172,7 +172,8 @@ public sealed partial class BlockEngine
         }
         var file = new BlockdevOptions("file", null, ValueMap<string>.Empty.SetItem("filename", System.Text.Json.JsonSerializer.Serialize(s.SnapshotFile)), ValueList<ChildOption>.Empty);
         var opts = new BlockdevOptions(s.Format, s.SnapshotNodeName, ValueMap<string>.Empty,
-            ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(file))]));
+            // external_snapshot_prepare opens the overlay with BDRV_O_NO_BACKING: not the backing its header names.
+            ValueList<ChildOption>.From([new ChildOption("file", new BlockdevRefInline(file)), new ChildOption("backing", null)]));
         var (overlay, err) = Open(tran, opts, top.ReadOnly, false);
         if (err is not null) return err;
         // The action's own reference keeps the overlay alive until the clean phase, where an overlay

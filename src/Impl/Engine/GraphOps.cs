@@ -20,6 +20,7 @@ public sealed partial class BlockEngine
     /// <summary>Opens a node tree (<c>bdrv_open</c> with BDRV_O_NOPERM): a non-protocol driver's file subtree first, then its name, then its other children.</summary>
     private (BlockNode? Node, QmpError? Error) Open(UndoLog tran, BlockdevOptions o, bool? inheritedRO, bool asBacking)
     {
+        o = o.WithInheritedForceShare();
         bool readOnly = o.ReadOnly ?? (asBacking || (inheritedRO ?? false));
         BlockNode? preFile = null;
         bool preFileInline = false;
@@ -51,17 +52,18 @@ public sealed partial class BlockEngine
         if (preFile is not null && preFileInline) SetInheritsFrom(tran, preFile, node);
 
         bool formatOpened = false;
+        QmpError? OpenFormat()
+        {
+            // As bdrv_open_common: the format driver reads its image (qcow2's header) before the backing child opens.
+            formatOpened = true;
+            var formatErr = driver.OpenFormat(Services);
+            tran.Add(abort: driver.Close);
+            return formatErr;
+        }
         foreach (var c in o.Children)
         {
             if (c.Ref is null) continue;
-            if (c.Key != "file" && !formatOpened && driver.ReadsImageAtOpen)
-            {
-                // As bdrv_open_common: the format driver reads its image (qcow2's header) before the backing child opens.
-                formatOpened = true;
-                var formatErr = driver.OpenFormat(Services);
-                tran.Add(abort: driver.Close);
-                if (formatErr is not null) return (null, formatErr);
-            }
+            if (c.Key != "file" && !formatOpened && driver.ReadsImageAtOpen && OpenFormat() is { } formatErr) return (null, formatErr);
             BlockNode child;
             if (c.Key == "file" && preFile is not null) child = preFile;
             else
@@ -73,6 +75,12 @@ public sealed partial class BlockEngine
                 if (c.Ref is BlockdevRefInline) SetInheritsFrom(tran, child, node);
             }
             AttachChild(tran, node, c.Key, child, PermRules.RoleOf(o.Driver, c.Key, o.Scalars));
+        }
+        // No backing option at all (not even null): the backing file the image names, once its header is read.
+        if (PermRules.SupportsBacking(o.Driver) && o.Child("backing") is null)
+        {
+            if (!formatOpened && driver.ReadsImageAtOpen && OpenFormat() is { } formatErr) return (null, formatErr);
+            if (OpenHeaderBacking(tran, node) is { } backingErr) return (null, backingErr);
         }
         var check = OpenChecks(tran, node);
         if (check is not null) return (null, check);

@@ -46,8 +46,8 @@ public sealed partial class BlockEngine
         };
         // bs->backing_file is set when a COW child is attached (bdrv_backing_attach): not for a filter's backing.
         if (n.Children.FirstOrDefault(c => (c.Role & Role.Cow) != 0) is { } b) o["backing_file"] = FileNamesOf(b.Node, memo).Filename;
-        // Measured on QEMU 7.2: its listing reports depth 0 whatever the chain.
-        o["backing_file_depth"] = 0;
+        // bdrv_block_device_info counts the images it nests under "image" (none in the flat listing).
+        o["backing_file_depth"] = flat ? 0 : BackingDepth(n);
         o["encrypted"] = false;
         o["detect_zeroes"] = n.Str("detect-zeroes") ?? "off";
         foreach (var k in (string[])["bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr"]) o[k] = 0;
@@ -75,12 +75,21 @@ public sealed partial class BlockEngine
         if (n.Driver is IFormatFacts facts && facts.HeaderBackingFile is { } header)
         {
             o["backing-filename"] = header;
-            o["full-backing-filename"] = FullBackingName(n, header, memo);
+            // bdrv_query_image_info leaves it out when no directory can be generated.
+            if (FullBackingFilename(n, header, memo).Full is { } full) o["full-backing-filename"] = full;
             if (facts.HeaderBackingFormat is { } fmt) o["backing-filename-format"] = fmt;
         }
         if (!flat && n.Child("backing") is { } b) o["backing-image"] = ImageInfo(b.Node, flat, memo);
         if (n.Driver is IFormatFacts { FormatSpecific: { } spec }) o["format-specific"] = spec.DeepClone();
         return o;
+    }
+
+    /// <summary>How many backing images <see cref="ImageInfo"/> nests below <paramref name="n"/> (bounded: graphs are acyclic).</summary>
+    private static int BackingDepth(BlockNode n)
+    {
+        int depth = 0;
+        for (var b = n.Child("backing"); b is not null && depth < HeaderBackingDepthMax * 2; b = b.Node.Child("backing")) depth++;
+        return depth;
     }
 
     /// <summary>bdrv_get_info: the driver's own answer, a filter's child's, or none.</summary>
@@ -134,27 +143,15 @@ public sealed partial class BlockEngine
         return new JsonArray([.. all.OrderByDescending(x => x.Stamp).Select(x => (JsonNode)x.Json)]);
     }
 
-    /// <summary>A backing file name from an image header, made absolute against the image's directory (bdrv_make_absolute_filename).</summary>
-    private static string FullBackingName(BlockNode n, string header, Dictionary<BlockNode, FileNames> memo)
-    {
-        if (header.StartsWith('/') || header.Contains("://", StringComparison.Ordinal) || header.StartsWith("json:", StringComparison.Ordinal)) return header;
-        var primary = n.Child("file");
-        var dirOf = primary is not null ? FileNamesOf(primary.Node, memo).Exact : null;
-        if (dirOf is null) return header;
-        int slash = dirOf.LastIndexOf('/');
-        return slash < 0 ? header : dirOf[..(slash + 1)] + header;
-    }
-
     /// <summary>bdrv_refresh_filename, children first.</summary>
     private static FileNames FileNamesOf(BlockNode n, Dictionary<BlockNode, FileNames> memo)
     {
         if (memo.TryGetValue(n, out var known)) return known;
         if (n.Implicit && n.Children.FirstOrDefault() is { } only) return memo[n] = FileNamesOf(only.Node, memo);
         var backing = n.Child("backing");
-        string? header = (n.Driver as IFormatFacts)?.HeaderBackingFile;
-        bool backingOverridden = backing is not null
-            ? header is null || FullBackingName(n, header, memo) != FileNamesOf(backing.Node, memo).Filename
-            : header is not null;
+        // bdrv_backing_overridden: auto_backing_file (the header's name as written, or an implicit backing's file name) against the backing's.
+        string? auto = n.AutoBackingFile ?? (n.Driver as IFormatFacts)?.HeaderBackingFile;
+        bool backingOverridden = backing is not null ? auto is null || auto != FileNamesOf(backing.Node, memo).Filename : auto is not null;
 
         var full = new JsonObject();
         bool json = AppendStrongOptions(full, n) | backingOverridden;

@@ -61,6 +61,12 @@ public sealed partial class BlockNode : IBlockParent
     /// <summary>A filter a job inserted without a user-given name (QEMU's <c>implicit</c>): it shows its child's file names.</summary>
     public bool Implicit { get; internal set; }
 
+    /// <summary>
+    /// QEMU's <c>auto_backing_file</c> once the backing file an image header names was opened implicitly: that
+    /// node's file name then. Null: the header's own name counts (file names compare it to the backing's).
+    /// </summary>
+    public string? AutoBackingFile { get; internal set; }
+
     /// <summary>Whether the name was generated.</summary>
     public bool AutoNamed { get; }
 
