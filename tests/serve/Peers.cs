@@ -131,6 +131,23 @@ public sealed class Peer : IDisposable
         return new Peer(name, tmp, p, null, null);
     }
 
+    /// <summary>
+    /// How the peer's process ended, with the end of what it wrote to stderr (an assertion's text), once it
+    /// has exited; empty while it runs or for the in-process daemon.
+    /// </summary>
+    public string ExitReport()
+    {
+        if (process is null || !process.WaitForExit(ExitWaitMs)) return "";
+        var err = process.StandardError.ReadToEnd();
+        return $" (exit code {process.ExitCode}; stderr: {(err.Length > StderrTailChars ? err[^StderrTailChars..] : err).Trim()})";
+    }
+
+    /// <summary>How long a failed peer is given to finish exiting before its report is read.</summary>
+    private const int ExitWaitMs = 2000;
+
+    /// <summary>Most stderr characters a report quotes.</summary>
+    private const int StderrTailChars = 2000;
+
     /// <summary>Connects a new client to the peer's socket.</summary>
     public QmpClient Connect() => QmpClient.Connect(SocketPath, () => process is null || !process.HasExited);
 
