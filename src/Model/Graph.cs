@@ -96,6 +96,9 @@ public sealed record Job(string Id, string Type, long Seq)
     /// <summary>The filter node the job inserted, until it ends.</summary>
     public string? Filter { get; init; }
 
+    /// <summary>What sync=top copies, planned when the job starts (QEMU's backup_run resets the unallocated clusters first).</summary>
+    public BlockJobs.Layer Top { get; init; } = BlockJobs.Layer.Full;
+
     /// <summary>The error policy for a failed read of the source (report, ignore, stop, enospc, auto).</summary>
     public string OnSourceError { get; init; } = Vocabulary.Jobs.BlockdevBackup.OnErrorDefault;
 

@@ -52,6 +52,7 @@ public static class BlockJobs
         {
             Status = JobStatus.Running, Sync = b.Sync, AutoFinalize = b.AutoFinalize, AutoDismiss = b.AutoDismiss, Speed = b.Speed ?? 0, Filter = cbw,
             Length = length(b.Device), OnSourceError = b.OnSourceError, OnTargetError = b.OnTargetError,
+            Top = b.Sync == "top" ? TopLayer(tx.Graph, b.Device) : Layer.Full,
         };
         // block_job_create: the main node edge (the filter now has a parent and takes more below), then the speed.
         var r = Refreshed(tx.On(AttachJobEdge(g2 with { Jobs = g2.Jobs.SetItem(id, job) }, id, "main node", cbw)), [cbw]);
@@ -154,7 +155,7 @@ public static class BlockJobs
             // Where the bytes are unknown (a null-co source without read-zeroes) the copy still meets the
             // host faults in order; the target's file then holds bytes the model does not know.
             var source = s.Graph.ChildEdge(cbw.Name, "file")!.Child;
-            var top = job.Sync == "top" ? TopLayer(s, source) : Layer.Full;
+            var top = job.Top;
             if (top == Layer.Empty)
             {
                 // sync=top over a layer that holds nothing (null-co without read-zeroes): nothing to copy.
@@ -259,11 +260,11 @@ public static class BlockJobs
     }
 
     /// <summary>The source's own layer below its filters: a format with its own allocation (qcow2) is unknown to the model; null-co holds data only with read-zeroes.</summary>
-    public static Layer TopLayer(ModelState s, string node)
+    public static Layer TopLayer(Graph g, string node)
     {
-        ArgumentNullException.ThrowIfNull(s);
+        ArgumentNullException.ThrowIfNull(g);
         // Block status looks through QEMU's filters only: Verified's own x- test filters answer for themselves (all allocated).
-        var n = Data.DownPrimary(s.Graph, node).FirstOrDefault(x => !Drivers.IsFilter(x.Driver) || x.Driver.StartsWith("x-", StringComparison.Ordinal));
+        var n = Data.DownPrimary(g, node).FirstOrDefault(x => !Drivers.IsFilter(x.Driver) || x.Driver.StartsWith("x-", StringComparison.Ordinal));
         return n?.Driver switch
         {
             "qcow2" => Layer.Unknown,

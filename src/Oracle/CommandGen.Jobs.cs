@@ -70,7 +70,7 @@ public sealed partial class CommandGen
         string target = same.Count > 0 && !Chance(6) ? One(same) : known.Count > 0 && !Chance(10) ? One(known) : "nosuch";
         var sync = One(SyncModes);
         // sync=top only where the model can tell what the source's own layer holds (not a qcow2 image).
-        if (sync == "top" && s.Graph.Find(source) is not null && BlockJobs.TopLayer(s, source) == BlockJobs.Layer.Unknown) sync = "full";
+        if (sync == "top" && s.Graph.Find(source) is not null && BlockJobs.TopLayer(s.Graph, source) == BlockJobs.Layer.Unknown) sync = "full";
         return new BlockdevBackup(Chance(12) ? "1bad" : One(JobIds), source, target, sync, null, Chance(12) ? -1 : null,
             AutoFinalize: !Chance(4), AutoDismiss: !Chance(4), FilterNodeName: null, OnSourceError: Policy(), OnTargetError: Policy());
     }
