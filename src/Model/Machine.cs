@@ -25,19 +25,21 @@ public static class Machine
         ArgumentNullException.ThrowIfNull(s);
         ArgumentNullException.ThrowIfNull(c);
         var g = s.Graph;
+        // Every graph change runs as a transaction that knows what the data tells: node sizes (backup's size
+        // check) and which clusters snapshot-access reads from its filter's target (a qcow2 header read).
+        Transaction.Outcome Run(IReadOnlyList<Command> actions, bool grouped = false) =>
+            Transaction.Run(g, s.NameCounter, actions, grouped: grouped, lengths: n => Data.Size(s, n), copied: s.Data.IsDone);
         switch (c)
         {
             case Vocabulary.Transaction t:
-                return Finish(s, Transaction.Run(g, s.NameCounter, t.Actions, grouped: t.CompletionMode == "grouped", lengths: n => Data.Size(s, n), copied: s.Data.IsDone));
+                return Finish(s, Run(t.Actions, grouped: t.CompletionMode == "grouped"));
             case Vocabulary.Jobs.BlockdevBackup:
-                return Finish(s, Transaction.Run(g, s.NameCounter, [c], lengths: n => Data.Size(s, n), copied: s.Data.IsDone));
+                return Finish(s, Run([c]));
             case Vocabulary.Jobs.JobCommand j:
                 var verb = BlockJobs.Verb(s, j);
                 return verb.Ok ? (verb.Get(), Reply.Ok()) : (s, new Reply(null, verb.Error));
-            case BlockdevAdd or BlockdevDel or BlockdevReplace:
-                return Finish(s, Transaction.Run(g, s.NameCounter, [c]));
-            case BlockdevSnapshot or BlockdevSnapshotSync or BitmapCommand:
-                return Finish(s, Transaction.Run(g, s.NameCounter, [c]));
+            case BlockdevAdd or BlockdevDel or BlockdevReplace or BlockdevSnapshot or BlockdevSnapshotSync or BitmapCommand:
+                return Finish(s, Run([c]));
             case AbortAction:
                 return (s, new Reply(null, new QmpError(ErrorClass.CommandNotFound, "The command abort has not been found")));
             case BlockdevReopen r:
