@@ -315,7 +315,11 @@ public sealed partial class BlockEngine
         var (sync, mode) = b.Sync == "incremental" ? ("bitmap", "on-success") : (b.Sync, b.BitmapMode);
         if (source == target) return QmpError.Generic("Source and target cannot be the same");
         if ((JobBlocker(source) ?? JobBlocker(target)) is { } busy) return busy;
-        // backup_job_create: the sync bitmap gets its successor (and is busy) before the size check.
+        // backup_job_create: a bitmap the job will write (any mode but never) must be writable (BDRV_BITMAP_DEFAULT:
+        // a read-only bitmap of a read-only image is refused); then it gets its successor (and is busy), before the size check.
+        if (b.Bitmap is not null && mode != "never"
+            && BitmapCheck(source, source.BitmapList.Find(x => x.Name == b.Bitmap)!, readOnlyOk: false, inconsistentOk: false) is { } readOnly)
+            return readOnly;
         var syncBitmap = b.Bitmap is null ? null : FreezeSyncBitmap(tran, source, b.Bitmap, mode!);
         if (source.Length != target.Length) return QmpError.Generic("Source and target image have different sizes");
         var filter = InsertBackupFilter(tran, source, target, b.FilterNodeName);
@@ -373,7 +377,8 @@ public sealed partial class BlockEngine
         if (b.Bitmap is null) return mode is null ? null : QmpError.Generic("Cannot specify bitmap sync mode without a bitmap");
         if (!source.BitmapList.Exists(x => x.Name == b.Bitmap)) return QmpError.Generic($"Bitmap '{b.Bitmap}' could not be found");
         if (mode is null) return QmpError.Generic("Bitmap sync mode must be given when providing a bitmap");
-        if (BitmapBusy(source, b.Bitmap)) return QmpError.Generic(BitmapBusyText(b.Bitmap));
+        // do_backup_common: bdrv_dirty_bitmap_check with BDRV_BITMAP_ALLOW_RO (busy, then inconsistent).
+        if (BitmapCheck(source, source.BitmapList.Find(x => x.Name == b.Bitmap)!, readOnlyOk: true, inconsistentOk: false) is { } unusable) return unusable;
         if (b.Sync == "none") return QmpError.Generic("sync mode 'none' does not produce meaningful bitmap outputs");
         if (mode == "never" && b.Sync != "bitmap")
             return QmpError.Generic($"Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '{b.Sync}'");
