@@ -88,8 +88,9 @@ public sealed class MirrorJob : BlockJob, IO.IHiddenBitmaps
     {
         var dirty = Dirty ?? throw new InvalidOperationException($"mirror job '{Id}' has no dirty bitmap");
         if (Sync == "none") return null;
-        // sync=top (the engine makes it full when the source has no backing): only the source's own layer.
-        if (Sync != "top" || Source.Driver is not IO.IAllocationStatus layer)
+        // sync=top (the engine makes it full when the source has no backing): only the source's own layer
+        // (allocation depth 1, filters looked through, as backup's sync=top asks).
+        if (Sync != "top")
         {
             dirty.Mark(0, Source.Length);
             return null;
@@ -98,9 +99,9 @@ public sealed class MirrorJob : BlockJob, IO.IHiddenBitmaps
         {
             for (long at = 0; at < Source.Length;)
             {
-                var (allocated, bytes) = layer.IsAllocatedAsync(at, Source.Length - at).AsTask().GetAwaiter().GetResult();
+                var (depth, bytes) = Source.AllocationDepthAsync(at, Source.Length - at).AsTask().GetAwaiter().GetResult();
                 bytes = Math.Clamp(bytes, 1, Source.Length - at);
-                if (allocated) dirty.Mark(at, bytes);
+                if (depth == 1) dirty.Mark(at, bytes);
                 at += bytes;
             }
             return null;
