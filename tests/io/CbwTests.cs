@@ -237,7 +237,7 @@ public sealed class CbwTests
         };
         var cbw = f.E.FindNode("cbw")!;
         BlockIOException? err = null;
-        await PumpAsync(f.Clock, async () => err = await Assert.ThrowsAsync<BlockIOException>(async () => await cbw.WriteAsync(Cluster, new byte[100])));
+        await PumpAsync(f.Clock, async () => err = await Assert.ThrowsAsync<BlockIOException>(async () => await cbw.WriteAsync(Cluster, new byte[100])), untilNs: 2 * Second);
         Assert.Equal(Errnos.ETIMEDOUT, err!.Errno);
         Assert.Equal(2 * Second, f.Clock.NowNs);
         Assert.Equal(f.Original, await ReadAsync(f.E, "src", 0, Size));
@@ -263,7 +263,7 @@ public sealed class CbwTests
             await f.Clock.WaitUntilAsync(10 * Second);
         };
         var cbw = f.E.FindNode("cbw")!;
-        await PumpAsync(f.Clock, async () => await cbw.WriteAsync(Cluster, new byte[100]));
+        await PumpAsync(f.Clock, async () => await cbw.WriteAsync(Cluster, new byte[100]), untilNs: 2 * Second);
         Assert.Equal(2 * Second, f.Clock.NowNs);
         Assert.Equal(Errnos.ETIMEDOUT, f.Cbw.SnapshotError);
         Assert.Equal(new byte[100], await ReadAsync(f.E, "src", Cluster, 100));

@@ -144,10 +144,12 @@ public static class FilterKit
 
     /// <summary>
     /// Runs <paramref name="work"/>, advancing <paramref name="clock"/> to the earliest pending deadline
-    /// whenever one has stayed the earliest across three polls (the work is then waiting on the clock).
-    /// Fails after <paramref name="realLimitSeconds"/> of real time.
+    /// whenever one has stayed the earliest across three polls (the work is then waiting on the clock),
+    /// but never past <paramref name="untilNs"/>: a test whose work ends at a known deadline while something
+    /// else waits for a later one (a timed-out copy finishing in the background) must not see the clock
+    /// run on before the work has noticed. Fails after <paramref name="realLimitSeconds"/> of real time.
     /// </summary>
-    public static async Task PumpAsync(FakeClock clock, Func<Task> work, int realLimitSeconds = 20)
+    public static async Task PumpAsync(FakeClock clock, Func<Task> work, int realLimitSeconds = 20, long untilNs = long.MaxValue)
     {
         var task = Task.Run(work);
         var sw = Stopwatch.StartNew();
@@ -159,7 +161,7 @@ public static class FilterKit
             var next = clock.NextDeadline;
             stable = next is not null && next == seen ? stable + 1 : 0;
             seen = next;
-            if (stable >= 2)
+            if (stable >= 2 && next!.Value <= untilNs)
             {
                 clock.AdvanceTo(next!.Value);
                 seen = null;
